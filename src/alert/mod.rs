@@ -1,0 +1,392 @@
+//! Alert rule state and evaluation: plain, synchronous logic the alert actor wraps.
+//!
+//! An [`AlertState`] holds one alert's trigger states: a [`threshold::ThresholdState`] per
+//! threshold trigger and one debounce [`Bucket`] per per-event type. Events are applied in inbox
+//! sequence order; [`AlertState::tick`] evaluates at `now` and returns the notifications decided.
+//! A [`Checkpoint`] is the state to persist; restoring it and re-applying the inbox after its
+//! sequence number gives the same state as never stopping.
+
+pub mod actor;
+pub mod threshold;
+pub mod window;
+
+use crate::codec;
+use crate::config::{AlertSpec, TriggerSpec};
+use crate::event::{Event, EventBody, EventType, ScoreEntity};
+use crate::notification::{MetricSnapshot, Notification, NotificationState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use threshold::ThresholdState;
+
+/// One event kept in a debounce bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BucketItem {
+    pub id: String,
+    pub user: String,
+    pub object: String,
+}
+
+/// Events of one per-event type grouped since `opened_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub opened_ms: i64,
+    /// True number of events, even past the cap on `items`.
+    pub count: u64,
+    pub items: Vec<BucketItem>,
+}
+
+/// What is persisted for an alert at a tick.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub applied_seq: u64,
+    /// Threshold trigger states keyed by the trigger's fingerprint.
+    pub triggers: Vec<(String, ThresholdState)>,
+    pub buckets: Vec<(EventType, Bucket)>,
+    pub last_notified_ms: Option<i64>,
+}
+
+/// What applying an event did, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    pub counted: bool,
+    pub late: bool,
+}
+
+/// The live state of one alert.
+#[derive(Debug, Clone)]
+pub struct AlertState {
+    spec: Arc<AlertSpec>,
+    /// Index-aligned with `spec.triggers`; `None` for per-event triggers.
+    thresholds: Vec<Option<ThresholdState>>,
+    buckets: BTreeMap<EventType, Bucket>,
+    applied_seq: u64,
+    last_notified_ms: Option<i64>,
+    dirty: bool,
+}
+
+/// A trigger's current view, for the API.
+#[derive(Debug, Clone, Serialize)]
+pub struct TriggerView {
+    pub event: EventType,
+    pub value: Option<f64>,
+    pub firing: bool,
+    pub bucket_size: Option<u64>,
+}
+
+impl AlertState {
+    /// A fresh state that has applied everything up to `applied_seq`.
+    pub fn new(spec: Arc<AlertSpec>, applied_seq: u64) -> AlertState {
+        let thresholds = spec
+            .triggers
+            .iter()
+            .map(|t| t.threshold.as_ref().map(ThresholdState::new))
+            .collect();
+        AlertState {
+            spec,
+            thresholds,
+            buckets: BTreeMap::new(),
+            applied_seq,
+            last_notified_ms: None,
+            dirty: true,
+        }
+    }
+
+    /// Restores from a stored checkpoint. Triggers whose fingerprint is unchanged keep their
+    /// state; new or changed ones start empty.
+    pub fn restore(spec: Arc<AlertSpec>, cp: Checkpoint) -> AlertState {
+        let mut state = AlertState::new(spec, cp.applied_seq);
+        state.adopt(cp.triggers, cp.buckets);
+        state.last_notified_ms = cp.last_notified_ms;
+        state
+    }
+
+    /// Decodes a stored checkpoint, naming the alert when it cannot be read.
+    pub fn decode_checkpoint(alert_id: &str, bytes: &[u8]) -> Result<Checkpoint, String> {
+        codec::decode(bytes).map_err(|e| {
+            format!("alert {alert_id:?}: stored state is unreadable ({e}); starting it fresh")
+        })
+    }
+
+    fn adopt(&mut self, mut old: Vec<(String, ThresholdState)>, buckets: Vec<(EventType, Bucket)>) {
+        for (t, slot) in self.spec.triggers.iter().zip(self.thresholds.iter_mut()) {
+            if slot.is_none() {
+                continue;
+            }
+            let fp = t.fingerprint();
+            if let Some(pos) = old.iter().position(|(f, _)| *f == fp) {
+                *slot = Some(old.swap_remove(pos).1);
+            }
+        }
+        let wanted: Vec<EventType> = self.spec.triggers.iter().map(|t| t.event).collect();
+        self.buckets = buckets
+            .into_iter()
+            .filter(|(e, _)| wanted.contains(e))
+            .collect();
+    }
+
+    /// Switches to a new spec of the same alert id, keeping unchanged triggers' state.
+    pub fn reconfigure(&mut self, spec: Arc<AlertSpec>) {
+        let cp = self.checkpoint();
+        let applied = self.applied_seq;
+        let last = self.last_notified_ms;
+        *self = AlertState::new(spec, applied);
+        self.adopt(cp.triggers, cp.buckets);
+        self.last_notified_ms = last;
+    }
+
+    pub fn spec(&self) -> &Arc<AlertSpec> {
+        &self.spec
+    }
+
+    pub fn applied_seq(&self) -> u64 {
+        self.applied_seq
+    }
+
+    /// Marks everything up to `seq` as applied (the router has delivered all of it).
+    pub fn applied_through(&mut self, seq: u64) {
+        self.applied_seq = self.applied_seq.max(seq);
+    }
+
+    /// The event types this alert listens to, for the router's index.
+    pub fn event_types(spec: &AlertSpec) -> Vec<EventType> {
+        let mut v: Vec<EventType> = spec.triggers.iter().map(|t| t.event).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Applies the event with inbox sequence `seq`; already applied sequences are ignored.
+    pub fn apply(&mut self, seq: u64, event: &Event) -> Applied {
+        let mut applied = Applied::default();
+        if seq <= self.applied_seq && seq != 0 {
+            return applied;
+        }
+        self.applied_seq = self.applied_seq.max(seq);
+        if event.workspace != self.spec.workspace {
+            return applied;
+        }
+        // A timestamp ahead of our clock (clock skew, at most 5 min) counts as received now.
+        let ts = event.timestamp_ms.min(event.received_ms);
+        let feeds = event.feeds();
+        let project = event.project.as_deref();
+        let project_id = event.project_id.as_deref();
+        let mut per_event = Vec::new();
+        for (t, state) in self.spec.triggers.iter().zip(self.thresholds.iter_mut()) {
+            if !feeds.contains(&t.event) || !t.in_scope(project, project_id) {
+                continue;
+            }
+            match state {
+                Some(s) => {
+                    if let Some(v) = threshold_value(t, event) {
+                        if s.add(ts, v) {
+                            applied.counted = true;
+                        } else {
+                            applied.late = true;
+                        }
+                    }
+                }
+                None => {
+                    if !per_event.contains(&t.event) {
+                        per_event.push(t.event);
+                    }
+                }
+            }
+        }
+        let cap = self.spec.max_events_per_message;
+        for et in per_event {
+            let object = match &event.body {
+                EventBody::Guardrail { object, .. } | EventBody::Object { object, .. } => object,
+                _ => continue,
+            };
+            let bucket = self.buckets.entry(et).or_insert_with(|| Bucket {
+                opened_ms: event.received_ms,
+                count: 0,
+                items: Vec::new(),
+            });
+            bucket.count += 1;
+            if bucket.items.len() < cap {
+                bucket.items.push(BucketItem {
+                    id: event.id.clone(),
+                    user: event.user.clone(),
+                    object: object.clone(),
+                });
+            }
+            applied.counted = true;
+        }
+        if applied.counted {
+            self.dirty = true;
+        }
+        applied
+    }
+
+    /// Evaluates every trigger at `now_ms` and returns what to send. `new_id` mints notification
+    /// ids (UUIDv7 in the daemon, deterministic in tests).
+    pub fn tick(&mut self, now_ms: i64, new_id: &mut dyn FnMut() -> String) -> Vec<Notification> {
+        let mut out = Vec::new();
+        let spec = self.spec.clone();
+        for (t, state) in spec.triggers.iter().zip(self.thresholds.iter_mut()) {
+            let Some(s) = state else { continue };
+            let th = t.threshold.as_ref().expect("threshold trigger");
+            let Some(d) = s.evaluate(t, now_ms, spec.repeat_interval, spec.send_resolved) else {
+                continue;
+            };
+            let episode_id = uuid_from_ms(d.episode_start_ms, &spec.id, t.event);
+            out.push(Notification {
+                id: new_id(),
+                alert_id: spec.id.clone(),
+                alert_name: spec.name.clone(),
+                workspace: spec.workspace.clone(),
+                event_type: t.event,
+                state: d.state,
+                created_ms: now_ms,
+                episode_start_ms: d.episode_start_ms,
+                event_ids: vec![episode_id],
+                user_names: vec!["system".into()],
+                event_count: 1,
+                metric: Some(MetricSnapshot {
+                    value: d.value,
+                    threshold: th.value,
+                    operator: th.operator,
+                    window_seconds: th.window.as_secs(),
+                    score: th.score.clone(),
+                    projects: t.projects.clone(),
+                }),
+                items: Vec::new(),
+            });
+            self.dirty = true;
+        }
+        let debounce_ms = spec.debounce.as_millis() as i64;
+        let due: Vec<EventType> = self
+            .buckets
+            .iter()
+            .filter(|(_, b)| now_ms >= b.opened_ms + debounce_ms)
+            .map(|(e, _)| *e)
+            .collect();
+        for et in due {
+            let b = self.buckets.remove(&et).expect("due bucket exists");
+            let mut users: Vec<String> = Vec::new();
+            for i in &b.items {
+                if !users.contains(&i.user) {
+                    users.push(i.user.clone());
+                }
+            }
+            out.push(Notification {
+                id: new_id(),
+                alert_id: spec.id.clone(),
+                alert_name: spec.name.clone(),
+                workspace: spec.workspace.clone(),
+                event_type: et,
+                state: NotificationState::Firing,
+                created_ms: now_ms,
+                episode_start_ms: b.opened_ms,
+                event_ids: b.items.iter().map(|i| i.id.clone()).collect(),
+                user_names: users,
+                event_count: b.count,
+                metric: None,
+                items: b.items.into_iter().map(|i| i.object).collect(),
+            });
+            self.dirty = true;
+        }
+        if !out.is_empty() {
+            self.last_notified_ms = Some(now_ms);
+        }
+        out
+    }
+
+    /// The checkpoint to persist, if anything changed since the last one was taken.
+    pub fn take_checkpoint_if_dirty(&mut self) -> Option<Checkpoint> {
+        if !self.dirty {
+            return None;
+        }
+        self.dirty = false;
+        Some(self.checkpoint())
+    }
+
+    /// The full state as a checkpoint.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            applied_seq: self.applied_seq,
+            triggers: self
+                .spec
+                .triggers
+                .iter()
+                .zip(self.thresholds.iter())
+                .filter_map(|(t, s)| s.as_ref().map(|s| (t.fingerprint(), s.clone())))
+                .collect(),
+            buckets: self.buckets.iter().map(|(e, b)| (*e, b.clone())).collect(),
+            last_notified_ms: self.last_notified_ms,
+        }
+    }
+
+    /// The current view of each trigger, for `GET /v1/alerts`.
+    pub fn view(&self) -> Vec<TriggerView> {
+        self.spec
+            .triggers
+            .iter()
+            .zip(self.thresholds.iter())
+            .map(|(t, s)| TriggerView {
+                event: t.event,
+                value: s.as_ref().and_then(|s| s.last_value),
+                firing: s.as_ref().is_some_and(|s| s.episode.is_some()),
+                bucket_size: s
+                    .is_none()
+                    .then(|| self.buckets.get(&t.event).map(|b| b.count).unwrap_or(0)),
+            })
+            .collect()
+    }
+
+    pub fn last_notified_ms(&self) -> Option<i64> {
+        self.last_notified_ms
+    }
+}
+
+/// The value a threshold trigger takes from an event, if the event feeds it.
+fn threshold_value(t: &TriggerSpec, event: &Event) -> Option<f64> {
+    match (&event.body, t.event) {
+        (EventBody::Trace { error: true, .. }, EventType::TraceErrors) => Some(1.0),
+        (EventBody::Trace { cost: Some(c), .. }, EventType::TraceCost) => Some(*c),
+        (
+            EventBody::Trace {
+                duration_s: Some(d),
+                ..
+            },
+            EventType::TraceLatency,
+        ) => Some(*d),
+        (
+            EventBody::FeedbackScore {
+                entity,
+                name,
+                value,
+                ..
+            },
+            EventType::TraceFeedbackScore | EventType::ThreadFeedbackScore,
+        ) => {
+            let want = if t.event == EventType::TraceFeedbackScore {
+                ScoreEntity::Trace
+            } else {
+                ScoreEntity::Thread
+            };
+            let score = t.threshold.as_ref().and_then(|th| th.score.as_deref());
+            (*entity == want && Some(name.as_str()) == score).then_some(*value)
+        }
+        _ => None,
+    }
+}
+
+/// A stable id for a firing episode, used as its `eventIds` entry.
+fn uuid_from_ms(ms: i64, alert: &str, event: EventType) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (alert, event.as_str()).hash(&mut h);
+    let rand = h.finish();
+    let mut b = [0u8; 16];
+    b[0..6].copy_from_slice(&(ms as u64).to_be_bytes()[2..8]);
+    b[6] = 0x70;
+    b[8..16].copy_from_slice(&rand.to_be_bytes());
+    b[8] = (b[8] & 0x3f) | 0x80;
+    uuid::Uuid::from_bytes(b).to_string()
+}
+
+#[cfg(test)]
+mod tests;

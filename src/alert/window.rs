@@ -1,0 +1,183 @@
+//! A sliding time window kept as a ring of fixed slots.
+//!
+//! The window is cut into [`SLOTS`] slots of equal width (`window / SLOTS`, rounded up, at
+//! least 1 ms). Each slot keeps the count and sum of the values whose timestamp falls in it, so
+//! memory per trigger is fixed whatever the event rate. A query at `now` adds the `SLOTS` slots
+//! ending with the one that holds `now`; the oldest of them may start up to one slot width after
+//! `now - window` (or, from rounding the width up, up to 59 ms before it), so the error is at most
+//! one slot (1/60 of the window) at the old edge, never at the new one.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Slots per window: error bound 1/60 of the window, 60 × 24 bytes per trigger.
+pub const SLOTS: i64 = 60;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+struct Slot {
+    index: i64,
+    count: u64,
+    sum: f64,
+}
+
+/// The ring. Slots are allocated on first use so idle triggers cost a few bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ring {
+    width_ms: i64,
+    /// Newest slot index seen by `add` or `totals`; slots older than `head - SLOTS` are stale.
+    head: i64,
+    slots: Vec<Slot>,
+}
+
+/// Count and sum of the values in the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Totals {
+    pub count: u64,
+    pub sum: f64,
+}
+
+impl Totals {
+    /// Mean value, `None` when the window holds no data.
+    pub fn mean(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum / self.count as f64)
+    }
+}
+
+impl Ring {
+    /// A ring covering `window`.
+    pub fn new(window: Duration) -> Ring {
+        let window_ms = window.as_millis().min(i64::MAX as u128 / 2) as i64;
+        Ring {
+            width_ms: ((window_ms + SLOTS - 1) / SLOTS).max(1),
+            head: i64::MIN,
+            slots: Vec::new(),
+        }
+    }
+
+    /// Width of one slot: the error bound at the window's old edge.
+    pub fn slot_width_ms(&self) -> i64 {
+        self.width_ms
+    }
+
+    fn index_of(&self, ts_ms: i64) -> i64 {
+        ts_ms.div_euclid(self.width_ms)
+    }
+
+    /// Adds `value` at `ts_ms`. Returns false (and counts nothing) when the timestamp is already
+    /// older than the window as of the newest time the ring has seen.
+    pub fn add(&mut self, ts_ms: i64, value: f64) -> bool {
+        let index = self.index_of(ts_ms);
+        if self.head != i64::MIN && index <= self.head - SLOTS {
+            return false;
+        }
+        self.head = self.head.max(index);
+        if self.slots.is_empty() {
+            self.slots = vec![
+                Slot {
+                    index: i64::MIN,
+                    count: 0,
+                    sum: 0.0
+                };
+                SLOTS as usize
+            ];
+        }
+        let slot = &mut self.slots[index.rem_euclid(SLOTS) as usize];
+        if slot.index != index {
+            *slot = Slot {
+                index,
+                count: 0,
+                sum: 0.0,
+            };
+        }
+        slot.count += 1;
+        slot.sum += value;
+        true
+    }
+
+    /// Count and sum over the window ending at `now_ms`; moves the ring's head forward.
+    pub fn totals(&mut self, now_ms: i64) -> Totals {
+        let now_index = self.index_of(now_ms);
+        self.head = self.head.max(now_index);
+        let oldest = now_index - SLOTS + 1;
+        let mut totals = Totals::default();
+        for s in &self.slots {
+            if s.index >= oldest && s.index <= now_index {
+                totals.count += s.count;
+                totals.sum += s.sum;
+            }
+        }
+        totals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn counts_inside_and_forgets_outside_the_window() {
+        let mut r = Ring::new(Duration::from_secs(60));
+        assert!(r.add(10_000, 1.0));
+        assert!(r.add(20_000, 2.0));
+        assert_eq!(r.totals(30_000), Totals { count: 2, sum: 3.0 });
+        // At 71 s the 10 s event is older than the window, the 20 s one is not.
+        assert_eq!(r.totals(71_000), Totals { count: 1, sum: 2.0 });
+        assert_eq!(r.totals(200_000), Totals::default());
+    }
+
+    #[test]
+    fn rejects_events_already_older_than_the_window() {
+        let mut r = Ring::new(Duration::from_secs(60));
+        r.totals(1_000_000);
+        assert!(!r.add(1_000_000 - 61_000, 1.0));
+        assert!(r.add(1_000_000 - 30_000, 1.0));
+        assert_eq!(r.totals(1_000_000).count, 1);
+    }
+
+    #[test]
+    fn empty_window_has_no_mean() {
+        assert_eq!(Totals::default().mean(), None);
+        assert_eq!(Totals { count: 4, sum: 2.0 }.mean(), Some(0.5));
+    }
+
+    proptest! {
+        /// The ring equals a brute-force recount, except for events within one slot width of the
+        /// window's old edge, which it may leave out (or, from rounding, include slightly early).
+        #[test]
+        fn ring_matches_brute_force_within_one_slot(
+            window_s in 1u64..3_600,
+            mut events in proptest::collection::vec((0i64..7_200_000, 0.0f64..1_000.0), 0..300),
+            query_gap in 0i64..7_200_000,
+        ) {
+            events.sort_by_key(|e| e.0);
+            let mut ring = Ring::new(Duration::from_secs(window_s));
+            let window_ms = window_s as i64 * 1000;
+            let w = ring.slot_width_ms();
+            let mut accepted = Vec::new();
+            for &(ts, v) in &events {
+                if ring.add(ts, v) {
+                    accepted.push((ts, v));
+                }
+            }
+            let now = events.last().map(|e| e.0).unwrap_or(0) + query_gap;
+            let got = ring.totals(now);
+            let in_range = |lo: i64| -> Vec<(i64, f64)> {
+                accepted.iter().copied().filter(|(t, _)| *t >= lo && *t <= now).collect()
+            };
+            let exact = in_range(now - window_ms);
+            let sure = in_range(now - window_ms + w);
+            let maybe = in_range(now - SLOTS * w);
+            prop_assert!(got.count >= sure.len() as u64 && got.count <= maybe.len() as u64,
+                "count {} not in [{}, {}]", got.count, sure.len(), maybe.len());
+            let sum = |v: &[(i64, f64)]| v.iter().map(|e| e.1).sum::<f64>();
+            prop_assert!(got.sum >= sum(&sure) - 1e-6 && got.sum <= sum(&maybe) + 1e-6);
+            if sure.len() == maybe.len() {
+                prop_assert_eq!(got.count, exact.len() as u64);
+                if let Some(m) = got.mean() {
+                    prop_assert!((m - sum(&exact) / exact.len() as f64).abs() < 1e-6);
+                }
+            }
+        }
+    }
+}

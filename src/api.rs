@@ -1,0 +1,451 @@
+//! The HTTP API of DESIGN §10: ingest, alerts, deliveries, reload, health and metrics.
+//!
+//! Handlers validate and translate; the work happens in the actors and the store. Every error
+//! is a JSON object with an `error` message, and every route but `/healthz` requires the bearer
+//! token when `server.auth_token` is set.
+
+use crate::clock::now_ms;
+use crate::config::{AlertSpec, Config};
+use crate::delivery::{parse_key, probe, Delivery, DeliveryStatus};
+use crate::destination::rfc3339_ms;
+use crate::event::EventType;
+use crate::ingest::{self, Limits};
+use crate::journal::JournalMsg;
+use crate::metrics;
+use crate::store::Store;
+use crate::supervisor::SupervisorMsg;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ractor::ActorRef;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub journal: ActorRef<JournalMsg>,
+    pub store: Store,
+    pub config: RwLock<Arc<Config>>,
+    pub config_path: PathBuf,
+    /// Events handed to the journal and not yet committed.
+    pub queued: Arc<AtomicUsize>,
+    /// False once a graceful stop began: ingest answers 503.
+    pub accepting: AtomicBool,
+    /// True once the store is open, the actors run and the listener is bound.
+    pub ready: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> AppState {
+        AppState(Arc::new(inner))
+    }
+
+    pub fn inner(&self) -> &Inner {
+        &self.0
+    }
+
+    fn config(&self) -> Arc<Config> {
+        self.0
+            .config
+            .read()
+            .expect("config lock is never poisoned: writers do not panic")
+            .clone()
+    }
+}
+
+/// An error answer: status plus `{"error": message}`.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn unavailable(msg: impl Into<String>) -> Response {
+    let mut r = ApiError(StatusCode::SERVICE_UNAVAILABLE, msg.into()).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// The router with every route and the auth layer.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config().server.max_body.as_u64() as usize;
+    let protected = Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/alerts", get(get_alerts))
+        .route("/v1/alerts/{id}/test", post(test_alert))
+        .route("/v1/deliveries", get(get_deliveries))
+        .route("/v1/deliveries/{id}/retry", post(retry_delivery))
+        .route("/v1/reload", post(post_reload))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(get_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(protected)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let token = s.config().server.auth_token.clone();
+    if !token.is_empty() {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        use subtle::ConstantTimeEq;
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <server.auth_token>)".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+    duplicates: usize,
+}
+
+async fn post_events(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            metrics::events("unknown", "rejected", 1);
+            return ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "body exceeds server.max_body ({})",
+                    s.config().server.max_body
+                ),
+            )
+            .into_response();
+        }
+        Err(e) => return ApiError(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    };
+    if !s.0.accepting.load(Ordering::Acquire) {
+        return unavailable("alertd is shutting down; retry against the restarted daemon");
+    }
+    let cfg = s.config();
+    let limits = Limits {
+        max_events: cfg.ingest.max_batch_events,
+        max_line: cfg.server.max_line.as_u64() as usize,
+    };
+    let ndjson = ingest::is_ndjson(
+        headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let now = now_ms();
+    let parsed = if body.len() > 64 * 1024 {
+        tokio::task::spawn_blocking(move || ingest::parse_body(&body, ndjson, now, limits))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ingest::Rejection {
+                    status: 500,
+                    error: e.to_string(),
+                    details: vec![],
+                })
+            })
+    } else {
+        ingest::parse_body(&body, ndjson, now, limits)
+    };
+    let events = match parsed {
+        Ok(e) => e,
+        Err(r) => {
+            metrics::events("unknown", "rejected", r.details.len().max(1) as u64);
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return (status, Json(r)).into_response();
+        }
+    };
+    let n = events.len();
+    let before = s.0.queued.fetch_add(n, Ordering::AcqRel);
+    if before + n > cfg.ingest.max_queued_events && before > 0 {
+        s.0.queued.fetch_sub(n, Ordering::AcqRel);
+        return unavailable("the journal queue is full; retry shortly");
+    }
+    let r =
+        s.0.journal
+            .call(
+                |reply| JournalMsg::Append(events, reply),
+                Some(Duration::from_secs(60)),
+            )
+            .await;
+    match r {
+        Ok(ractor::rpc::CallResult::Success(Ok(a))) => {
+            if a.duplicates > 0 {
+                metrics::events("any", "duplicate", a.duplicates as u64);
+            }
+            (
+                StatusCode::ACCEPTED,
+                Json(Accepted {
+                    accepted: a.accepted,
+                    duplicates: a.duplicates,
+                }),
+            )
+                .into_response()
+        }
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+            unavailable(format!("the store could not commit the events: {e}"))
+        }
+        _ => unavailable("the journal did not answer; the events were not acknowledged"),
+    }
+}
+
+/// A URL with its path hidden: Slack and PagerDuty URLs carry secrets in the path.
+pub fn mask_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let hidden = if u.path().len() > 1 || u.query().is_some() {
+                "/***"
+            } else {
+                "/"
+            };
+            format!(
+                "{}://{}{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                port,
+                hidden
+            )
+        }
+        Err(_) => "***".into(),
+    }
+}
+
+fn alert_json(spec: &AlertSpec, view: Option<crate::alert::actor::AlertView>) -> serde_json::Value {
+    let triggers: Vec<serde_json::Value> = spec
+        .triggers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let v = view.as_ref().and_then(|v| v.triggers.get(i));
+            json!({
+                "event": t.event,
+                "projects": t.projects,
+                "threshold": t.threshold.as_ref().map(|th| th.value),
+                "window_seconds": t.threshold.as_ref().map(|th| th.window.as_secs()),
+                "operator": t.threshold.as_ref().filter(|_| t.event.is_feedback()).map(|th| th.operator.symbol()),
+                "score": t.threshold.as_ref().and_then(|th| th.score.clone()),
+                "value": v.and_then(|v| v.value),
+                "firing": v.is_some_and(|v| v.firing),
+                "bucket_size": v.and_then(|v| v.bucket_size),
+            })
+        })
+        .collect();
+    json!({
+        "id": spec.id,
+        "name": spec.name,
+        "enabled": spec.enabled,
+        "destination": spec.destination.as_str(),
+        "url": mask_url(&spec.url),
+        "workspace": spec.workspace,
+        "secret_token_set": !spec.secret_token.is_empty(),
+        "signing_secret_set": !spec.signing_secret.is_empty(),
+        "routing_key_set": !spec.routing_key.is_empty(),
+        "headers": spec.headers.keys().collect::<Vec<_>>(),
+        "repeat_interval_seconds": spec.repeat_interval.as_secs(),
+        "send_resolved": spec.send_resolved,
+        "debounce_seconds": spec.debounce.as_secs_f64(),
+        "firing": triggers.iter().any(|t| t["firing"] == true),
+        "last_notified_at": view.as_ref().and_then(|v| v.last_notified_ms).map(rfc3339_ms),
+        "triggers": triggers,
+    })
+}
+
+async fn get_alerts(State(s): State<AppState>) -> Response {
+    match ractor::call_t!(s.0.supervisor, SupervisorMsg::Alerts, 10_000) {
+        Ok(list) => {
+            let alerts: Vec<_> = list
+                .into_iter()
+                .map(|(spec, v)| alert_json(&spec, v))
+                .collect();
+            Json(json!({ "alerts": alerts })).into_response()
+        }
+        Err(e) => unavailable(format!("the engine did not answer: {e}")),
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct TestBody {
+    event_type: Option<String>,
+}
+
+async fn test_alert(State(s): State<AppState>, Path(id): Path<String>, body: Bytes) -> Response {
+    let cfg = s.config();
+    let Some(spec) = cfg.alert(&id).cloned() else {
+        return ApiError(StatusCode::NOT_FOUND, format!("no alert with id {id:?}")).into_response();
+    };
+    let req: TestBody = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        TestBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return ApiError(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
+                    .into_response()
+            }
+        }
+    };
+    let event_type = match req.event_type.as_deref().map(str::parse::<EventType>) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    match probe::send_test(&spec, event_type, &cfg.delivery).await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+/// A delivery as the API lists it.
+pub fn delivery_json(d: &Delivery) -> serde_json::Value {
+    json!({
+        "id": d.id,
+        "alert_id": d.alert_id,
+        "event_type": d.event_type,
+        "state": d.state.as_str(),
+        "destination": d.destination.as_str(),
+        "url": mask_url(&d.url),
+        "attempts": d.attempts,
+        "last_status": d.last_status,
+        "last_error": d.last_error,
+        "next_attempt_at": rfc3339_ms(d.next_attempt_ms),
+        "created_at": rfc3339_ms(d.created_ms),
+        "finished_at": d.finished_ms.map(rfc3339_ms),
+    })
+}
+
+async fn get_deliveries(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+    let status: DeliveryStatus = match q.status.as_deref().unwrap_or("pending").parse() {
+        Ok(st) => st,
+        Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+    };
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    let store = s.0.store.clone();
+    match tokio::task::spawn_blocking(move || store.list_deliveries(status, limit)).await {
+        Ok(Ok(rows)) => {
+            let rows: Vec<_> = rows.iter().map(delivery_json).collect();
+            Json(json!({ "deliveries": rows })).into_response()
+        }
+        Ok(Err(e)) => unavailable(e.to_string()),
+        Err(e) => unavailable(e.to_string()),
+    }
+}
+
+async fn retry_delivery(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(key) = parse_key(&id) else {
+        return ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a delivery id (a UUID)"),
+        )
+        .into_response();
+    };
+    let store = s.0.store.clone();
+    match tokio::task::spawn_blocking(move || store.requeue_dead(key, now_ms())).await {
+        Ok(Ok(Some(d))) => {
+            let body = delivery_json(&d);
+            let _ = s.0.supervisor.cast(SupervisorMsg::Requeue(d));
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "status": "queued", "delivery": body })),
+            )
+                .into_response()
+        }
+        Ok(Ok(None)) => ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no dead letter with id {id}"),
+        )
+        .into_response(),
+        Ok(Err(e)) => unavailable(e.to_string()),
+        Err(e) => unavailable(e.to_string()),
+    }
+}
+
+/// Reloads the config file; shared by `POST /v1/reload`, SIGHUP and the file watcher.
+pub async fn reload(s: &AppState) -> Result<crate::supervisor::ReloadReport, String> {
+    let path = s.0.config_path.clone();
+    let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
+        .await
+        .map_err(|e| e.to_string())?;
+    let new = match loaded {
+        Ok(c) => c,
+        Err(e) => {
+            metrics::config_reload(false);
+            tracing::error!(error = %e, "config reload rejected; the running config stays");
+            return Err(e.to_string());
+        }
+    };
+    let report = ractor::call_t!(
+        s.0.supervisor,
+        SupervisorMsg::Reload,
+        60_000,
+        Box::new(new.clone())
+    )
+    .map_err(|e| format!("the engine did not apply the config: {e}"))?;
+    *s.0.config.write().expect("config lock is never poisoned") = Arc::new(new);
+    metrics::config_reload(true);
+    tracing::info!(added = ?report.added, removed = ?report.removed, changed = ?report.changed,
+        restart_required = ?report.restart_required, "config reloaded");
+    Ok(report)
+}
+
+async fn post_reload(State(s): State<AppState>) -> Response {
+    match reload(&s).await {
+        Ok(report) => Json(json!({ "status": "reloaded", "report": report })).into_response(),
+        Err(e) => ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.0.ready.load(Ordering::Acquire) && s.0.accepting.load(Ordering::Acquire) {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        unavailable("not ready")
+    }
+}
+
+async fn get_metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(),
+    )
+        .into_response()
+}

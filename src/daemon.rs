@@ -1,0 +1,134 @@
+//! `alertd run`: start-up, signals, readiness and graceful stop.
+//!
+//! Order matters for the guarantees: the store is opened (and recovered) before anything listens;
+//! readiness (`READY=1`) is sent only once the listener is bound; SIGTERM first makes ingest answer
+//! 503, then flushes the journal, runs a final tick and drains deliveries before exiting 0.
+//! SIGHUP reloads the config file. Once tokio handles SIGTERM the default action is gone, so
+//! stopping is this module's job.
+
+use crate::api::{self, AppState, Inner};
+use crate::config::Config;
+use crate::store::Store;
+use crate::supervisor::{Supervisor, SupervisorArgs, SupervisorMsg, SHUTDOWN_GRACE};
+use anyhow::Context as _;
+use ractor::Actor;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Tells systemd the engine is alive; called from the tick, so a wedged engine stops pinging.
+pub fn watchdog_ping() {
+    static ENABLED: std::sync::LazyLock<bool> =
+        std::sync::LazyLock::new(|| sd_notify::watchdog_enabled().is_some());
+    if *ENABLED {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    warn_if_secrets_readable(config_path, &config);
+    let store_path = config.storage.path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await?
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tracing::info!(path = %store.path().display(), alerts = config.alerts.len(), "store open");
+    let config = Arc::new(config);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (supervisor, sup_handle) = Actor::spawn(
+        None,
+        Supervisor,
+        SupervisorArgs {
+            config: config.clone(),
+            store: store.clone(),
+            queued: queued.clone(),
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start the engine: {e}"))?;
+    let journal = ractor::call!(supervisor, SupervisorMsg::Journal)
+        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+    let state = AppState::new(Inner {
+        supervisor: supervisor.clone(),
+        journal,
+        store,
+        config: RwLock::new(config.clone()),
+        config_path: config_path.to_path_buf(),
+        queued,
+        accepting: AtomicBool::new(true),
+        ready: AtomicBool::new(false),
+    });
+    let app = api::router(state.clone());
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        app,
+        config.server.clone(),
+        stop_rx.clone(),
+    ));
+    state.inner().ready.store(true, Ordering::Release);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    tracing::info!(listen = %config.server.listen, "alertd ready");
+    crate::watcher::spawn(state.clone());
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut engine = sup_handle;
+    let reason = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the config");
+                let _ = api::reload(&state).await;
+            }
+            r = &mut engine => {
+                let _ = stop_tx.send(true);
+                anyhow::bail!("the engine stopped unexpectedly: {r:?}");
+            }
+            _ = stop_rx.changed() => {}
+        }
+    };
+    tracing::info!(
+        signal = reason,
+        "stopping: no new events, flushing, final tick, draining deliveries"
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    state.inner().accepting.store(false, Ordering::Release);
+    let grace = config.delivery.drain_timeout + SHUTDOWN_GRACE;
+    match ractor::call_t!(
+        supervisor,
+        SupervisorMsg::Shutdown,
+        grace.as_millis() as u64
+    ) {
+        Ok(()) => tracing::info!("stopped cleanly"),
+        Err(e) => {
+            tracing::warn!(error = %e, "graceful stop did not finish; recovery will complete it at next start")
+        }
+    }
+    let _ = stop_tx.send(true);
+    supervisor.stop(None);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), engine).await;
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    Ok(())
+}
+
+/// Warns when the config file holds secrets and other users can read it.
+fn warn_if_secrets_readable(path: &Path, config: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let has_secrets = !config.server.auth_token.is_empty()
+        || config.alerts.iter().any(|a| {
+            !a.secret_token.is_empty() || !a.signing_secret.is_empty() || !a.routing_key.is_empty()
+        });
+    if let Ok(meta) = std::fs::metadata(path) {
+        if has_secrets && meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(file = %path.display(), "the config file holds secrets and is readable by every user; chmod 640 it or move secrets to *_file settings");
+        }
+    }
+}

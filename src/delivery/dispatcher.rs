@@ -1,0 +1,285 @@
+//! The delivery dispatcher actor: a due-time queue over the outbox and a bounded set of senders.
+//!
+//! At most `delivery.workers` attempts run at once, and at most `per_endpoint_in_flight` of them
+//! to one endpoint, so a receiver that hangs holds only its own share while the rest keep
+//! flowing. Results are committed to the store in groups: while one commit runs, the next
+//! results accumulate.
+
+use super::backoff;
+use super::outcome::Outcome;
+use super::sender::Sender;
+use super::Delivery;
+use crate::clock::now_ms;
+use crate::config::DeliveryConfig;
+use crate::metrics;
+use crate::store::{DeliveryResult, Store};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+/// Messages the dispatcher understands.
+pub enum DispatcherMsg {
+    /// New deliveries, already committed to the outbox.
+    Enqueue(Vec<Delivery>),
+    /// A timer fired: look for due deliveries.
+    Wake,
+    /// An attempt finished.
+    Done(Box<Delivery>, Outcome, Option<u16>, Option<String>),
+    /// A group of results reached the store, or failed to and is handed back.
+    Committed(Result<(), (String, Vec<DeliveryResult>)>),
+    /// Replies once no attempt is in flight and every result is committed, or at the deadline.
+    Drain(RpcReplyPort<()>),
+    /// Pending count, for metrics and readiness.
+    Pending(RpcReplyPort<usize>),
+    /// Applies a new `[delivery]` section.
+    Reconfigure(DeliveryConfig),
+}
+
+/// Start-up arguments.
+pub struct DispatcherArgs {
+    pub store: Store,
+    pub config: DeliveryConfig,
+}
+
+pub struct DispatcherState {
+    store: Store,
+    config: DeliveryConfig,
+    sender: Sender,
+    queue: BTreeSet<(i64, u128)>,
+    rows: HashMap<u128, Delivery>,
+    in_flight: usize,
+    per_endpoint: HashMap<String, usize>,
+    results: Vec<DeliveryResult>,
+    committing: bool,
+    wake_at: Option<i64>,
+    /// After a failed result commit, the next one waits until this time.
+    commit_retry_at: i64,
+    drains: Vec<RpcReplyPort<()>>,
+}
+
+/// The dispatcher actor.
+pub struct Dispatcher;
+
+impl DispatcherState {
+    fn push(&mut self, d: Delivery) {
+        let key = d.key();
+        if let Some(old) = self.rows.insert(key, d) {
+            self.queue.remove(&(old.next_attempt_ms, key));
+        }
+        let d = &self.rows[&key];
+        self.queue.insert((d.next_attempt_ms, key));
+    }
+
+    fn pending(&self) -> usize {
+        self.rows.len()
+    }
+}
+
+impl Actor for Dispatcher {
+    type Msg = DispatcherMsg;
+    type State = DispatcherState;
+    type Arguments = DispatcherArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: DispatcherArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let sender = Sender::new(&args.config)?;
+        let store = args.store.clone();
+        let rows = tokio::task::spawn_blocking(move || store.load_outbox()).await??;
+        let mut state = DispatcherState {
+            store: args.store,
+            config: args.config,
+            sender,
+            queue: BTreeSet::new(),
+            rows: HashMap::new(),
+            in_flight: 0,
+            per_endpoint: HashMap::new(),
+            results: Vec::new(),
+            committing: false,
+            wake_at: None,
+            commit_retry_at: 0,
+            drains: Vec::new(),
+        };
+        if !rows.is_empty() {
+            tracing::info!(
+                pending = rows.len(),
+                "resuming pending deliveries from the outbox"
+            );
+        }
+        for d in rows {
+            state.push(d);
+        }
+        metrics::set_outbox_depth(state.pending());
+        let _ = myself.cast(DispatcherMsg::Wake);
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            DispatcherMsg::Enqueue(ds) => {
+                for d in ds {
+                    state.push(d);
+                }
+            }
+            DispatcherMsg::Wake => {
+                state.wake_at = None;
+            }
+            DispatcherMsg::Done(d, outcome, status, error) => {
+                state.in_flight -= 1;
+                let endpoint = d.endpoint();
+                if let Some(n) = state.per_endpoint.get_mut(&endpoint) {
+                    *n -= 1;
+                    if *n == 0 {
+                        state.per_endpoint.remove(&endpoint);
+                    }
+                }
+                finish(state, *d, outcome, status, error);
+                start_commit(&myself, state);
+            }
+            DispatcherMsg::Committed(r) => {
+                state.committing = false;
+                if let Err((e, batch)) = r {
+                    tracing::error!(error = %e, "could not record delivery results; will retry");
+                    state.results.splice(0..0, batch);
+                    state.commit_retry_at = now_ms() + 1000;
+                    myself.send_after(Duration::from_secs(1), || DispatcherMsg::Wake);
+                }
+            }
+            DispatcherMsg::Drain(reply) => state.drains.push(reply),
+            DispatcherMsg::Pending(reply) => {
+                let _ = reply.send(state.pending());
+            }
+            DispatcherMsg::Reconfigure(cfg) => {
+                state.sender = Sender::new(&cfg)?;
+                state.config = cfg;
+            }
+        }
+        start_commit(&myself, state);
+        pump(&myself, state);
+        metrics::set_outbox_depth(state.pending());
+        if state.in_flight == 0 && state.results.is_empty() && !state.committing {
+            for r in state.drains.drain(..) {
+                let _ = r.send(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies an attempt's outcome to the in-memory queue and queues the store update.
+fn finish(
+    state: &mut DispatcherState,
+    mut d: Delivery,
+    outcome: Outcome,
+    status: Option<u16>,
+    error: Option<String>,
+) {
+    let now = now_ms();
+    d.attempts += 1;
+    d.last_status = status;
+    d.last_error = error;
+    let key = d.key();
+    let cfg = &state.config;
+    let dest = d.destination.as_str();
+    match outcome {
+        Outcome::Delivered => {
+            d.finished_ms = Some(now);
+            metrics::delivery_attempt("delivered", dest);
+            metrics::delivery_latency((now - d.created_ms).max(0) as f64 / 1000.0);
+            tracing::info!(delivery = %d.id, alert = %d.alert_id, attempts = d.attempts, "delivered");
+            state.rows.remove(&key);
+            state.results.push(DeliveryResult::Delivered(d));
+        }
+        Outcome::Retry { after } if d.attempts <= d.max_retries => {
+            let jitter: f64 = rand::random();
+            let wait = match after {
+                Some(a) => a.min(cfg.max_backoff),
+                None => backoff::delay(d.attempts, cfg.initial_backoff, cfg.max_backoff, jitter),
+            };
+            d.next_attempt_ms = now + wait.as_millis() as i64;
+            metrics::delivery_attempt("retry", dest);
+            tracing::warn!(delivery = %d.id, alert = %d.alert_id, attempts = d.attempts,
+                error = d.last_error.as_deref().unwrap_or(""), retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
+            state.results.push(DeliveryResult::Retry(d.clone()));
+            state.push(d);
+        }
+        Outcome::Retry { .. } | Outcome::Permanent => {
+            d.finished_ms = Some(now);
+            metrics::delivery_attempt("dead", dest);
+            tracing::error!(delivery = %d.id, alert = %d.alert_id, attempts = d.attempts,
+                error = d.last_error.as_deref().unwrap_or(""), "delivery moved to dead letters");
+            state.rows.remove(&key);
+            state.results.push(DeliveryResult::Dead(d));
+        }
+    }
+}
+
+fn start_commit(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
+    if state.committing || state.results.is_empty() || now_ms() < state.commit_retry_at {
+        return;
+    }
+    state.committing = true;
+    let batch = std::mem::take(&mut state.results);
+    let store = state.store.clone();
+    let log_size = state.config.log_size;
+    let me = myself.clone();
+    tokio::task::spawn_blocking(move || {
+        let r = store
+            .record_results(&batch, log_size)
+            .map_err(|e| (e.to_string(), batch));
+        let _ = me.cast(DispatcherMsg::Committed(r));
+    });
+}
+
+/// Starts every due attempt the limits allow and arms the timer for the next due one.
+fn pump(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
+    let now = now_ms();
+    let mut started = Vec::new();
+    let mut next_due: Option<i64> = None;
+    for &(due, key) in state.queue.iter() {
+        if state.in_flight + started.len() >= state.config.workers {
+            break;
+        }
+        if due > now {
+            next_due = Some(due);
+            break;
+        }
+        let endpoint = state.rows[&key].endpoint();
+        let used = state.per_endpoint.get(&endpoint).copied().unwrap_or(0);
+        if used >= state.config.per_endpoint_in_flight {
+            continue;
+        }
+        *state.per_endpoint.entry(endpoint).or_insert(0) += 1;
+        started.push((due, key));
+    }
+    for (due, key) in started {
+        state.queue.remove(&(due, key));
+        let d = state.rows.get(&key).expect("queued row exists").clone();
+        state.in_flight += 1;
+        let sender = state.sender.clone();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let a = sender.attempt(&d, now_ms() / 1000).await;
+            let _ = me.cast(DispatcherMsg::Done(
+                Box::new(d),
+                a.outcome,
+                a.status,
+                a.error,
+            ));
+        });
+    }
+    if let Some(due) = next_due {
+        if state.wake_at.is_none_or(|w| due < w) {
+            state.wake_at = Some(due);
+            let wait = Duration::from_millis((due - now).max(1) as u64);
+            myself.send_after(wait, || DispatcherMsg::Wake);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Destinations: each turns a [`Notification`] into the HTTP request its receiver expects.
+//!
+//! One module per destination (`general`, `slack`, `pagerduty`); nothing else knows their
+//! formats. A body is fixed when the notification is decided and stored with the delivery, so
+//! every attempt sends the same bytes. Per-attempt headers (Standard Webhooks signatures, whose
+//! timestamp must be fresh) are added by [`attempt_headers`].
+
+pub mod general;
+pub mod pagerduty;
+pub mod signature;
+pub mod slack;
+
+use crate::config::{AlertSpec, DestinationKind};
+use crate::delivery::Delivery;
+use crate::notification::Notification;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use time::OffsetDateTime;
+
+/// Facts about the sender that bodies mention.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub max_retries: u32,
+    /// `alertd@<hostname>`, PagerDuty's `payload.source`.
+    pub source: String,
+}
+
+impl Context {
+    /// The context for this host.
+    pub fn for_host(max_retries: u32) -> Context {
+        let host = hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        Context {
+            max_retries,
+            source: format!("alertd@{host}"),
+        }
+    }
+}
+
+/// The request body for `n` as `alert`'s destination expects it.
+pub fn body(n: &Notification, alert: &AlertSpec, ctx: &Context) -> String {
+    match alert.destination {
+        DestinationKind::General => general::body(n, ctx),
+        DestinationKind::Slack => slack::body(n, alert),
+        DestinationKind::PagerDuty => pagerduty::body(n, alert, ctx),
+    }
+}
+
+/// Builds the outbox row for `n`: body, URL and static headers fixed now.
+pub fn prepare(n: &Notification, alert: &AlertSpec, ctx: &Context) -> Delivery {
+    let mut headers: Vec<(String, String)> = alert
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if alert.destination == DestinationKind::General && !alert.secret_token.is_empty() {
+        headers.push((
+            "Authorization".into(),
+            format!("Bearer {}", alert.secret_token),
+        ));
+    }
+    Delivery::new(
+        n,
+        alert.destination,
+        alert.url.clone(),
+        headers,
+        alert.signing_secret.clone(),
+        body(n, alert, ctx),
+        ctx.max_retries,
+    )
+}
+
+/// Headers computed at each attempt: the Standard Webhooks trio when a signing secret is set.
+pub fn attempt_headers(d: &Delivery, now_secs: i64) -> Vec<(String, String)> {
+    if d.signing_secret.is_empty() {
+        return Vec::new();
+    }
+    let Ok(key) = signature::decode_secret(&d.signing_secret) else {
+        return Vec::new();
+    };
+    vec![
+        ("webhook-id".into(), d.id.clone()),
+        ("webhook-timestamp".into(), now_secs.to_string()),
+        (
+            "webhook-signature".into(),
+            signature::sign(&key, &d.id, now_secs, d.body.as_bytes()),
+        ),
+    ]
+}
+
+const MILLIS_Z: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+
+/// RFC 3339 UTC with milliseconds, as receivers of the general body expect.
+pub fn rfc3339_ms(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(MILLIS_Z).ok())
+        .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_have_milliseconds_and_z() {
+        assert_eq!(rfc3339_ms(1_763_632_800_123), "2025-11-20T10:00:00.123Z");
+    }
+}

@@ -1,0 +1,184 @@
+//! The router actor: sends each committed event to the alerts that could use it.
+//!
+//! The index maps (workspace, event type) to alert actors; project scope is checked by the alert
+//! itself. The router is also the one place that replays the inbox to alerts that (re)start, so
+//! replay and live traffic can never interleave out of order: a registration is handled between
+//! two `Route` messages, replays everything committed so far, and only then joins the index.
+
+use crate::alert::actor::AlertMsg;
+use crate::event::{Event, EventType};
+use crate::store::Store;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Events with their inbox sequence numbers.
+pub type Routed = Vec<(u64, Arc<Event>)>;
+
+/// An alert actor joining the index.
+pub struct Registration {
+    pub alert_id: String,
+    pub actor: ActorRef<AlertMsg>,
+    pub workspace: String,
+    pub event_types: Vec<EventType>,
+    /// Replay inbox events after this sequence number; `None` joins live only.
+    pub replay_after: Option<u64>,
+}
+
+/// Messages the router understands.
+pub enum RouterMsg {
+    Route(Routed),
+    Register(Vec<Registration>, RpcReplyPort<()>),
+    Unregister(String),
+    /// The highest sequence number routed so far: every alert has it in its mailbox.
+    Watermark(RpcReplyPort<u64>),
+}
+
+/// Start-up arguments: the store and the sequence number already committed before start.
+pub struct RouterArgs {
+    pub store: Store,
+    pub routed_through: u64,
+}
+
+type Target = (String, ActorRef<AlertMsg>);
+
+pub struct RouterState {
+    store: Store,
+    routed_through: u64,
+    index: HashMap<(String, EventType), Vec<Target>>,
+    members: HashMap<String, (String, Vec<EventType>)>,
+}
+
+/// The router actor.
+pub struct Router;
+
+/// How many inbox rows a replay reads per step.
+const REPLAY_CHUNK: usize = 4096;
+
+impl RouterState {
+    fn unregister(&mut self, id: &str) {
+        if let Some((ws, types)) = self.members.remove(id) {
+            for t in types {
+                if let Some(v) = self.index.get_mut(&(ws.clone(), t)) {
+                    v.retain(|(a, _)| a != id);
+                }
+            }
+        }
+    }
+
+    fn route(&self, events: Routed) {
+        let mut per_actor: HashMap<&str, (&ActorRef<AlertMsg>, Routed)> = HashMap::new();
+        for (seq, e) in events {
+            for t in e.feeds() {
+                let Some(targets) = self.index.get(&(e.workspace.clone(), t)) else {
+                    continue;
+                };
+                for (id, actor) in targets {
+                    let entry = per_actor.entry(id.as_str()).or_insert((actor, Vec::new()));
+                    if entry.1.last().map(|(s, _)| *s) != Some(seq) {
+                        entry.1.push((seq, e.clone()));
+                    }
+                }
+            }
+        }
+        for (_, (actor, evs)) in per_actor {
+            let _ = actor.cast(AlertMsg::Events(evs));
+        }
+    }
+}
+
+impl Actor for Router {
+    type Msg = RouterMsg;
+    type State = RouterState;
+    type Arguments = RouterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: RouterArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(RouterState {
+            store: args.store,
+            routed_through: args.routed_through,
+            index: HashMap::new(),
+            members: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RouterMsg::Route(events) => {
+                if let Some((last, _)) = events.last() {
+                    state.routed_through = state.routed_through.max(*last);
+                }
+                state.route(events);
+            }
+            RouterMsg::Register(regs, reply) => {
+                for r in &regs {
+                    state.unregister(&r.alert_id);
+                }
+                // Replay (min replay_after, routed_through] to the registrations that want it.
+                let replaying: Vec<&Registration> =
+                    regs.iter().filter(|r| r.replay_after.is_some()).collect();
+                if let Some(from) = replaying.iter().filter_map(|r| r.replay_after).min() {
+                    let mut after = from;
+                    while after < state.routed_through {
+                        let store = state.store.clone();
+                        let chunk = tokio::task::spawn_blocking(move || {
+                            store.read_inbox(after, REPLAY_CHUNK)
+                        })
+                        .await??;
+                        if chunk.is_empty() {
+                            break;
+                        }
+                        after = chunk.last().map(|(s, _)| *s).unwrap_or(after);
+                        let mut per: Vec<Routed> = vec![Vec::new(); replaying.len()];
+                        for (seq, e) in chunk {
+                            if seq > state.routed_through {
+                                break;
+                            }
+                            let e = Arc::new(e);
+                            let feeds = e.feeds();
+                            for (i, r) in replaying.iter().enumerate() {
+                                if r.replay_after.is_some_and(|a| seq > a)
+                                    && r.workspace == e.workspace
+                                    && feeds.iter().any(|t| r.event_types.contains(t))
+                                {
+                                    per[i].push((seq, e.clone()));
+                                }
+                            }
+                        }
+                        for (r, evs) in replaying.iter().zip(per) {
+                            if !evs.is_empty() {
+                                let _ = r.actor.cast(AlertMsg::Events(evs));
+                            }
+                        }
+                    }
+                }
+                for r in regs {
+                    for t in &r.event_types {
+                        state
+                            .index
+                            .entry((r.workspace.clone(), *t))
+                            .or_default()
+                            .push((r.alert_id.clone(), r.actor.clone()));
+                    }
+                    state
+                        .members
+                        .insert(r.alert_id, (r.workspace, r.event_types));
+                }
+                let _ = reply.send(());
+            }
+            RouterMsg::Unregister(id) => state.unregister(&id),
+            RouterMsg::Watermark(reply) => {
+                let _ = reply.send(state.routed_through);
+            }
+        }
+        Ok(())
+    }
+}

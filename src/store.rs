@@ -1,0 +1,424 @@
+//! The redb store: every table definition and every transaction alertd runs.
+//!
+//! Nothing else in the crate opens a transaction. Each public method is one durable write
+//! transaction (one fsync) or one read transaction, and is synchronous: callers run it on a
+//! blocking thread, never on the async workers. Keys are big-endian integers or UUIDv7 values
+//! as `u128`, so ranges scan in time order.
+
+use crate::codec::{self, CodecError};
+use crate::delivery::{Delivery, DeliveryStatus};
+use crate::event::Event;
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The schema this build writes. A file with a larger number is refused.
+pub const SCHEMA_VERSION: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
+const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
+const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
+const DEAD_LETTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("dead_letters");
+const DELIVERY_LOG: TableDefinition<u128, &[u8]> = TableDefinition::new("delivery_log");
+/// Client event id (workspace-qualified) → time it was first accepted, for idempotent ingest.
+const INGEST_IDS: TableDefinition<&str, i64> = TableDefinition::new("ingest_ids");
+/// The same ids ordered by acceptance time, so expiry is a range delete.
+const INGEST_ID_TIMES: TableDefinition<(i64, &str), ()> = TableDefinition::new("ingest_id_times");
+
+const META_SCHEMA: &str = "schema_version";
+const META_LAST_SEQ: &str = "last_seq";
+const META_APPLIED: &str = "applied_through";
+
+/// A store failure, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: the data file is in use by another running alertd (or another program); stop it or choose another storage.path")]
+    Locked { path: PathBuf },
+    #[error("{path}: cannot open the data file: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("{path}: the data file has schema version {found}, but this alertd supports up to {supported}; run a newer alertd or restore a backup")]
+    SchemaTooNew {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
+    #[error("storage error: {0}")]
+    Db(String),
+    #[error("stored value in {table} is unreadable: {source}")]
+    Codec {
+        table: &'static str,
+        source: CodecError,
+    },
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.to_string()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+/// An event to append, with its client id for de-duplication.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub client_id: Option<String>,
+    pub event: Event,
+}
+
+/// What one append request produced.
+#[derive(Debug, Clone, Default)]
+pub struct AppendOutcome {
+    pub stored: Vec<(u64, Event)>,
+    pub duplicates: usize,
+}
+
+/// What one scheduler tick commits atomically.
+#[derive(Debug, Default)]
+pub struct TickCommit {
+    pub checkpoints: Vec<(String, Vec<u8>)>,
+    pub deliveries: Vec<Delivery>,
+    /// Inbox entries with a sequence number at or below this have been applied by every alert.
+    pub prune_through: Option<u64>,
+    /// Client ids accepted before this time (epoch ms) no longer de-duplicate.
+    pub expire_ids_before_ms: i64,
+    /// Checkpoints of alerts no longer configured.
+    pub remove_checkpoints: Vec<String>,
+}
+
+/// The result of one delivery attempt, to be recorded.
+#[derive(Debug, Clone)]
+pub enum DeliveryResult {
+    Delivered(Delivery),
+    Retry(Delivery),
+    Dead(Delivery),
+}
+
+/// Handle to the open data file; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+fn durable(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    Ok(txn)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    codec::decode(bytes).map_err(|source| StoreError::Codec { table, source })
+}
+
+impl Store {
+    /// Opens or creates the data file, creating tables and checking the schema version.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                message: format!("cannot create directory {}: {e}", dir.display()),
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                path: path.to_path_buf(),
+            },
+            redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                if io.kind() == std::io::ErrorKind::WouldBlock =>
+            {
+                StoreError::Locked {
+                    path: path.to_path_buf(),
+                }
+            }
+            other => StoreError::Open {
+                path: path.to_path_buf(),
+                message: other.to_string(),
+            },
+        })?;
+        let txn = durable(&db)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get(META_SCHEMA)?.map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::SchemaTooNew {
+                        path: path.to_path_buf(),
+                        found: v,
+                        supported: SCHEMA_VERSION,
+                    })
+                }
+                Some(_) => {}
+                None => {
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+                }
+            }
+            txn.open_table(INBOX)?;
+            txn.open_table(ALERT_STATE)?;
+            txn.open_table(OUTBOX)?;
+            txn.open_table(DEAD_LETTERS)?;
+            txn.open_table(DELIVERY_LOG)?;
+            txn.open_table(INGEST_IDS)?;
+            txn.open_table(INGEST_ID_TIMES)?;
+        }
+        txn.commit()?;
+        Ok(Store {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The data file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends several requests' events in one durable transaction, assigning sequence numbers
+    /// and dropping client ids seen within the de-duplication window.
+    pub fn append(
+        &self,
+        requests: Vec<Vec<NewEvent>>,
+        now_ms: i64,
+        dedup_window_ms: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let txn = durable(&self.db)?;
+        let mut outcomes = Vec::with_capacity(requests.len());
+        {
+            let mut meta = txn.open_table(META)?;
+            let mut inbox = txn.open_table(INBOX)?;
+            let mut ids = txn.open_table(INGEST_IDS)?;
+            let mut id_times = txn.open_table(INGEST_ID_TIMES)?;
+            let mut seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
+            for request in requests {
+                let mut outcome = AppendOutcome::default();
+                for new in request {
+                    if let Some(cid) = &new.client_id {
+                        let key = format!("{}\u{0}{}", new.event.workspace, cid);
+                        let seen = ids.get(key.as_str())?.map(|v| v.value());
+                        if let Some(at) = seen {
+                            if now_ms - at < dedup_window_ms {
+                                outcome.duplicates += 1;
+                                continue;
+                            }
+                            id_times.remove((at, key.as_str()))?;
+                        }
+                        ids.insert(key.as_str(), now_ms)?;
+                        id_times.insert((now_ms, key.as_str()), ())?;
+                    }
+                    seq += 1;
+                    inbox.insert(seq, codec::encode(&new.event).as_slice())?;
+                    outcome.stored.push((seq, new.event));
+                }
+                outcomes.push(outcome);
+            }
+            meta.insert(META_LAST_SEQ, seq)?;
+        }
+        txn.commit()?;
+        Ok(outcomes)
+    }
+
+    /// The highest sequence number ever assigned.
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Every event at or below this sequence number has been applied by every alert.
+    pub fn applied_through(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(META_APPLIED)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    /// Up to `limit` inbox events with a sequence number above `after`, in order.
+    pub fn read_inbox(&self, after: u64, limit: usize) -> Result<Vec<(u64, Event)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let inbox = txn.open_table(INBOX)?;
+        let mut out = Vec::new();
+        for row in inbox.range(after.saturating_add(1)..)?.take(limit) {
+            let (k, v) = row?;
+            out.push((k.value(), decode("inbox", v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Number of events in the inbox (not yet applied by every alert).
+    pub fn inbox_len(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(INBOX)?.len()?)
+    }
+
+    /// One alert's raw checkpoint.
+    pub fn load_checkpoint(&self, alert_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ALERT_STATE)?;
+        Ok(table.get(alert_id)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every alert's raw checkpoint; decoding is the alert module's business.
+    pub fn load_checkpoints(&self) -> Result<HashMap<String, Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ALERT_STATE)?;
+        let mut out = HashMap::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            out.insert(k.value().to_string(), v.value().to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Commits one tick: checkpoints, new outbox rows, inbox pruning and id expiry, atomically.
+    pub fn commit_tick(&self, tick: &TickCommit) -> Result<(), StoreError> {
+        let txn = durable(&self.db)?;
+        {
+            let mut state = txn.open_table(ALERT_STATE)?;
+            for (id, bytes) in &tick.checkpoints {
+                state.insert(id.as_str(), bytes.as_slice())?;
+            }
+            for id in &tick.remove_checkpoints {
+                state.remove(id.as_str())?;
+            }
+            let mut outbox = txn.open_table(OUTBOX)?;
+            for d in &tick.deliveries {
+                outbox.insert(d.key(), codec::encode(d).as_slice())?;
+            }
+            if let Some(through) = tick.prune_through {
+                txn.open_table(META)?.insert(META_APPLIED, through)?;
+                let mut inbox = txn.open_table(INBOX)?;
+                inbox.retain_in(..=through, |_, _| false)?;
+            }
+            let mut id_times = txn.open_table(INGEST_ID_TIMES)?;
+            let mut ids = txn.open_table(INGEST_IDS)?;
+            let expired: Vec<(i64, String)> = id_times
+                .range((i64::MIN, "")..(tick.expire_ids_before_ms, ""))?
+                .map(|r| r.map(|(k, _)| (k.value().0, k.value().1.to_string())))
+                .collect::<Result<_, _>>()?;
+            for (at, key) in expired {
+                id_times.remove((at, key.as_str()))?;
+                ids.remove(key.as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every pending delivery, for the dispatcher's queue at start.
+    pub fn load_outbox(&self) -> Result<Vec<Delivery>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OUTBOX)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, v) = row?;
+            out.push(decode("outbox", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Records a group of attempt results in one transaction; the delivered log keeps the newest
+    /// `log_size` rows.
+    pub fn record_results(
+        &self,
+        results: &[DeliveryResult],
+        log_size: usize,
+    ) -> Result<(), StoreError> {
+        let txn = durable(&self.db)?;
+        {
+            let mut outbox = txn.open_table(OUTBOX)?;
+            let mut dead = txn.open_table(DEAD_LETTERS)?;
+            let mut log = txn.open_table(DELIVERY_LOG)?;
+            for r in results {
+                match r {
+                    DeliveryResult::Delivered(d) => {
+                        outbox.remove(d.key())?;
+                        log.insert(d.key(), codec::encode(d).as_slice())?;
+                    }
+                    DeliveryResult::Retry(d) => {
+                        // A row that left the outbox meanwhile (e.g. purged) stays gone.
+                        if outbox.get(d.key())?.is_some() {
+                            outbox.insert(d.key(), codec::encode(d).as_slice())?;
+                        }
+                    }
+                    DeliveryResult::Dead(d) => {
+                        outbox.remove(d.key())?;
+                        dead.insert(d.key(), codec::encode(d).as_slice())?;
+                    }
+                }
+            }
+            let excess = log.len()?.saturating_sub(log_size as u64);
+            for _ in 0..excess {
+                log.pop_first()?;
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Newest-first listing of one status, at most `limit` rows.
+    pub fn list_deliveries(
+        &self,
+        status: DeliveryStatus,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let (name, def) = match status {
+            DeliveryStatus::Pending => ("outbox", OUTBOX),
+            DeliveryStatus::Dead => ("dead_letters", DEAD_LETTERS),
+            DeliveryStatus::Delivered => ("delivery_log", DELIVERY_LOG),
+        };
+        let table = txn.open_table(def)?;
+        let mut out = Vec::new();
+        for row in table.iter()?.rev().take(limit) {
+            let (_, v) = row?;
+            out.push(decode(name, v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Counts of pending and dead deliveries, for metrics.
+    pub fn delivery_counts(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok((
+            txn.open_table(OUTBOX)?.len()?,
+            txn.open_table(DEAD_LETTERS)?.len()?,
+        ))
+    }
+
+    /// Moves a dead letter back to the outbox with its original id and body, due now.
+    pub fn requeue_dead(&self, id: u128, now_ms: i64) -> Result<Option<Delivery>, StoreError> {
+        let txn = durable(&self.db)?;
+        let requeued = {
+            let mut dead = txn.open_table(DEAD_LETTERS)?;
+            let row = dead.remove(id)?.map(|v| v.value().to_vec());
+            match row {
+                None => None,
+                Some(bytes) => {
+                    let mut d: Delivery = decode("dead_letters", &bytes)?;
+                    d.attempts = 0;
+                    d.next_attempt_ms = now_ms;
+                    d.last_error = None;
+                    d.last_status = None;
+                    let mut outbox = txn.open_table(OUTBOX)?;
+                    outbox.insert(d.key(), codec::encode(&d).as_slice())?;
+                    Some(d)
+                }
+            }
+        };
+        txn.commit()?;
+        Ok(requeued)
+    }
+}
