@@ -10,7 +10,7 @@ use super::outcome::Outcome;
 use super::sender::Sender;
 use super::Delivery;
 use crate::clock::now_ms;
-use crate::config::DeliveryConfig;
+use crate::config::{DeliveryConfig, DestinationKind};
 use crate::metrics;
 use crate::store::{DeliveryResult, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -49,6 +49,8 @@ pub struct DispatcherState {
     rows: HashMap<u128, Delivery>,
     in_flight: usize,
     per_endpoint: HashMap<String, usize>,
+    /// When the last attempt to a paced endpoint (Slack) started.
+    last_start: HashMap<String, i64>,
     results: Vec<DeliveryResult>,
     committing: bool,
     wake_at: Option<i64>,
@@ -96,6 +98,7 @@ impl Actor for Dispatcher {
             rows: HashMap::new(),
             in_flight: 0,
             per_endpoint: HashMap::new(),
+            last_start: HashMap::new(),
             results: Vec::new(),
             committing: false,
             wake_at: None,
@@ -238,6 +241,12 @@ fn start_commit(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
     });
 }
 
+/// Minimum time between attempts to one endpoint: Slack accepts about one message per second
+/// per incoming webhook and answers 429 beyond that.
+fn pacing(destination: DestinationKind) -> Option<i64> {
+    (destination == DestinationKind::Slack).then_some(1000)
+}
+
 /// Starts every due attempt the limits allow and arms the timer for the next due one.
 fn pump(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
     let now = now_ms();
@@ -248,13 +257,24 @@ fn pump(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
             break;
         }
         if due > now {
-            next_due = Some(due);
+            next_due = Some(next_due.map_or(due, |n: i64| n.min(due)));
             break;
         }
-        let endpoint = state.rows[&key].endpoint();
+        let row = &state.rows[&key];
+        let endpoint = row.endpoint();
         let used = state.per_endpoint.get(&endpoint).copied().unwrap_or(0);
         if used >= state.config.per_endpoint_in_flight {
             continue;
+        }
+        if let Some(gap) = pacing(row.destination) {
+            if let Some(&last) = state.last_start.get(&endpoint) {
+                if now - last < gap {
+                    let at = last + gap;
+                    next_due = Some(next_due.map_or(at, |n: i64| n.min(at)));
+                    continue;
+                }
+            }
+            state.last_start.insert(endpoint.clone(), now);
         }
         *state.per_endpoint.entry(endpoint).or_insert(0) += 1;
         started.push((due, key));
