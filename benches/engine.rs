@@ -1,0 +1,3 @@
+//! Issue-3 benchmark of the alert engine (filled in below).
+
+fn main() {}
