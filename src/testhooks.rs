@@ -1,6 +1,6 @@
 //! Fault injection for crash tests, off unless an environment variable names it.
 //!
-//! `ALERTD_TEST_PANIC_ALERT=<alert id>` makes that alert's actor panic at its next tick, once per
+//! `TESTHOOK_ALERTD_PANIC=<alert id>` makes that alert's actor panic at its next tick, once per
 //! process, so tests can prove the supervisor restarts it from its checkpoint without affecting
 //! other alerts. The variable is read once; it costs one atomic load per tick otherwise.
 
@@ -8,13 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
 
 static TARGET: LazyLock<Option<String>> = LazyLock::new(|| {
-    std::env::var("ALERTD_TEST_PANIC_ALERT")
+    std::env::var("TESTHOOK_ALERTD_PANIC")
         .ok()
         .filter(|s| !s.is_empty())
 });
 static FIRED: AtomicBool = AtomicBool::new(false);
 
-/// True once for the alert named by `ALERTD_TEST_PANIC_ALERT`.
+/// True once for the alert named by `TESTHOOK_ALERTD_PANIC`.
 pub fn should_panic(alert_id: &str) -> bool {
     TARGET.as_deref() == Some(alert_id) && !FIRED.swap(true, Ordering::AcqRel)
 }
