@@ -122,7 +122,15 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Command::Run { config } => rt.block_on(crate::daemon::run(&config)),
+        Command::Run { config } => rt.block_on(async {
+            // A write past RLIMIT_FSIZE raises SIGXFSZ, which kills by default. With a handler
+            // installed the write fails with EFBIG instead, and the store reports it like a full
+            // disk (503 on ingest, retried ticks) rather than the daemon dying.
+            #[cfg(target_os = "linux")]
+            let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25))
+                .context("cannot install the SIGXFSZ handler")?;
+            crate::daemon::run(&config).await
+        }),
         Command::CheckConfig { config } => check_config(&config),
         Command::Test {
             alert_id,

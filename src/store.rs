@@ -13,7 +13,8 @@ use redb::{
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 /// The schema this build writes. A file with a larger number is refused.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -106,10 +107,20 @@ pub enum DeliveryResult {
 }
 
 /// Handle to the open data file; cheap to clone.
+///
+/// After an I/O error (disk full, file unwritable) redb refuses every further operation, so the
+/// handle marks itself failed and the next operation reopens the file, which runs redb's repair
+/// and resumes from the last committed transaction. Until that works, every operation returns an
+/// error: ingest answers 503, ticks and delivery results are retried.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
+    failed: AtomicBool,
 }
 
 fn durable(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
@@ -128,6 +139,64 @@ fn decode<T: serde::de::DeserializeOwned>(
 impl Store {
     /// Opens or creates the data file, creating tables and checking the schema version.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = open_db(path)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db: RwLock::new(Some(Arc::new(db))),
+                path: path.to_path_buf(),
+                failed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The database, reopened first if an earlier I/O error poisoned it.
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        if !self.inner.failed.load(Ordering::Acquire) {
+            if let Some(db) = self
+                .inner
+                .db
+                .read()
+                .expect("store lock is never poisoned")
+                .as_ref()
+            {
+                return Ok(db.clone());
+            }
+        }
+        let mut slot = self.inner.db.write().expect("store lock is never poisoned");
+        if !self.inner.failed.load(Ordering::Acquire) {
+            if let Some(db) = slot.as_ref() {
+                return Ok(db.clone());
+            }
+        }
+        // Drop our handle; operations still holding one finish first, so retry until free.
+        slot.take();
+        let db = Arc::new(open_db(&self.inner.path).map_err(|e| match e {
+            StoreError::Locked { .. } => {
+                StoreError::Db("the data file is being reopened after a storage error".into())
+            }
+            other => other,
+        })?);
+        tracing::warn!(path = %self.inner.path.display(), "data file reopened after a storage error");
+        *slot = Some(db.clone());
+        self.inner.failed.store(false, Ordering::Release);
+        Ok(db)
+    }
+
+    /// Runs `f` on the database; a storage error marks the handle for reopening.
+    fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let db = self.db()?;
+        let r = f(&db);
+        if let Err(StoreError::Db(e)) = &r {
+            if !self.inner.failed.swap(true, Ordering::AcqRel) {
+                tracing::error!(error = %e, "storage error; the data file will be reopened");
+            }
+        }
+        r
+    }
+}
+
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
                 path: path.to_path_buf(),
@@ -176,15 +245,14 @@ impl Store {
             txn.open_table(INGEST_ID_TIMES)?;
         }
         txn.commit()?;
-        Ok(Store {
-            db: Arc::new(db),
-            path: path.to_path_buf(),
-        })
+        Ok(db)
     }
+}
 
+impl Store {
     /// The data file's path.
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.inner.path
     }
 
     /// Appends several requests' events in one durable transaction, assigning sequence numbers
@@ -195,138 +263,156 @@ impl Store {
         now_ms: i64,
         dedup_window_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        let txn = durable(&self.db)?;
-        let mut outcomes = Vec::with_capacity(requests.len());
-        {
-            let mut meta = txn.open_table(META)?;
-            let mut inbox = txn.open_table(INBOX)?;
-            let mut ids = txn.open_table(INGEST_IDS)?;
-            let mut id_times = txn.open_table(INGEST_ID_TIMES)?;
-            let mut seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
-            for request in requests {
-                let mut outcome = AppendOutcome::default();
-                for new in request {
-                    if let Some(cid) = &new.client_id {
-                        let key = format!("{}\u{0}{}", new.event.workspace, cid);
-                        let seen = ids.get(key.as_str())?.map(|v| v.value());
-                        if let Some(at) = seen {
-                            if now_ms - at < dedup_window_ms {
-                                outcome.duplicates += 1;
-                                continue;
+        self.with(|db| {
+            let txn = durable(db)?;
+            let mut outcomes = Vec::with_capacity(requests.len());
+            {
+                let mut meta = txn.open_table(META)?;
+                let mut inbox = txn.open_table(INBOX)?;
+                let mut ids = txn.open_table(INGEST_IDS)?;
+                let mut id_times = txn.open_table(INGEST_ID_TIMES)?;
+                let mut seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
+                for request in requests {
+                    let mut outcome = AppendOutcome::default();
+                    for new in request {
+                        if let Some(cid) = &new.client_id {
+                            let key = format!("{}\u{0}{}", new.event.workspace, cid);
+                            let seen = ids.get(key.as_str())?.map(|v| v.value());
+                            if let Some(at) = seen {
+                                if now_ms - at < dedup_window_ms {
+                                    outcome.duplicates += 1;
+                                    continue;
+                                }
+                                id_times.remove((at, key.as_str()))?;
                             }
-                            id_times.remove((at, key.as_str()))?;
+                            ids.insert(key.as_str(), now_ms)?;
+                            id_times.insert((now_ms, key.as_str()), ())?;
                         }
-                        ids.insert(key.as_str(), now_ms)?;
-                        id_times.insert((now_ms, key.as_str()), ())?;
+                        seq += 1;
+                        inbox.insert(seq, codec::encode(&new.event).as_slice())?;
+                        outcome.stored.push((seq, new.event));
                     }
-                    seq += 1;
-                    inbox.insert(seq, codec::encode(&new.event).as_slice())?;
-                    outcome.stored.push((seq, new.event));
+                    outcomes.push(outcome);
                 }
-                outcomes.push(outcome);
+                meta.insert(META_LAST_SEQ, seq)?;
             }
-            meta.insert(META_LAST_SEQ, seq)?;
-        }
-        txn.commit()?;
-        Ok(outcomes)
+            txn.commit()?;
+            Ok(outcomes)
+        })
     }
 
     /// The highest sequence number ever assigned.
     pub fn last_seq(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0))
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            Ok(meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0))
+        })
     }
 
     /// Every event at or below this sequence number has been applied by every alert.
     pub fn applied_through(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(meta.get(META_APPLIED)?.map(|v| v.value()).unwrap_or(0))
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            Ok(meta.get(META_APPLIED)?.map(|v| v.value()).unwrap_or(0))
+        })
     }
 
     /// Up to `limit` inbox events with a sequence number above `after`, in order.
     pub fn read_inbox(&self, after: u64, limit: usize) -> Result<Vec<(u64, Event)>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let inbox = txn.open_table(INBOX)?;
-        let mut out = Vec::new();
-        for row in inbox.range(after.saturating_add(1)..)?.take(limit) {
-            let (k, v) = row?;
-            out.push((k.value(), decode("inbox", v.value())?));
-        }
-        Ok(out)
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let inbox = txn.open_table(INBOX)?;
+            let mut out = Vec::new();
+            for row in inbox.range(after.saturating_add(1)..)?.take(limit) {
+                let (k, v) = row?;
+                out.push((k.value(), decode("inbox", v.value())?));
+            }
+            Ok(out)
+        })
     }
 
     /// Number of events in the inbox (not yet applied by every alert).
     pub fn inbox_len(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(INBOX)?.len()?)
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            Ok(txn.open_table(INBOX)?.len()?)
+        })
     }
 
     /// One alert's raw checkpoint.
     pub fn load_checkpoint(&self, alert_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ALERT_STATE)?;
-        Ok(table.get(alert_id)?.map(|v| v.value().to_vec()))
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(ALERT_STATE)?;
+            Ok(table.get(alert_id)?.map(|v| v.value().to_vec()))
+        })
     }
 
     /// Every alert's raw checkpoint; decoding is the alert module's business.
     pub fn load_checkpoints(&self) -> Result<HashMap<String, Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(ALERT_STATE)?;
-        let mut out = HashMap::new();
-        for row in table.iter()? {
-            let (k, v) = row?;
-            out.insert(k.value().to_string(), v.value().to_vec());
-        }
-        Ok(out)
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(ALERT_STATE)?;
+            let mut out = HashMap::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                out.insert(k.value().to_string(), v.value().to_vec());
+            }
+            Ok(out)
+        })
     }
 
     /// Commits one tick: checkpoints, new outbox rows, inbox pruning and id expiry, atomically.
     pub fn commit_tick(&self, tick: &TickCommit) -> Result<(), StoreError> {
-        let txn = durable(&self.db)?;
-        {
-            let mut state = txn.open_table(ALERT_STATE)?;
-            for (id, bytes) in &tick.checkpoints {
-                state.insert(id.as_str(), bytes.as_slice())?;
+        self.with(|db| {
+            let txn = durable(db)?;
+            {
+                let mut state = txn.open_table(ALERT_STATE)?;
+                for (id, bytes) in &tick.checkpoints {
+                    state.insert(id.as_str(), bytes.as_slice())?;
+                }
+                for id in &tick.remove_checkpoints {
+                    state.remove(id.as_str())?;
+                }
+                let mut outbox = txn.open_table(OUTBOX)?;
+                for d in &tick.deliveries {
+                    outbox.insert(d.key(), codec::encode(d).as_slice())?;
+                }
+                if let Some(through) = tick.prune_through {
+                    txn.open_table(META)?.insert(META_APPLIED, through)?;
+                    let mut inbox = txn.open_table(INBOX)?;
+                    inbox.retain_in(..=through, |_, _| false)?;
+                }
+                let mut id_times = txn.open_table(INGEST_ID_TIMES)?;
+                let mut ids = txn.open_table(INGEST_IDS)?;
+                let expired: Vec<(i64, String)> = id_times
+                    .range((i64::MIN, "")..(tick.expire_ids_before_ms, ""))?
+                    .map(|r| r.map(|(k, _)| (k.value().0, k.value().1.to_string())))
+                    .collect::<Result<_, _>>()?;
+                for (at, key) in expired {
+                    id_times.remove((at, key.as_str()))?;
+                    ids.remove(key.as_str())?;
+                }
             }
-            for id in &tick.remove_checkpoints {
-                state.remove(id.as_str())?;
-            }
-            let mut outbox = txn.open_table(OUTBOX)?;
-            for d in &tick.deliveries {
-                outbox.insert(d.key(), codec::encode(d).as_slice())?;
-            }
-            if let Some(through) = tick.prune_through {
-                txn.open_table(META)?.insert(META_APPLIED, through)?;
-                let mut inbox = txn.open_table(INBOX)?;
-                inbox.retain_in(..=through, |_, _| false)?;
-            }
-            let mut id_times = txn.open_table(INGEST_ID_TIMES)?;
-            let mut ids = txn.open_table(INGEST_IDS)?;
-            let expired: Vec<(i64, String)> = id_times
-                .range((i64::MIN, "")..(tick.expire_ids_before_ms, ""))?
-                .map(|r| r.map(|(k, _)| (k.value().0, k.value().1.to_string())))
-                .collect::<Result<_, _>>()?;
-            for (at, key) in expired {
-                id_times.remove((at, key.as_str()))?;
-                ids.remove(key.as_str())?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Every pending delivery, for the dispatcher's queue at start.
     pub fn load_outbox(&self) -> Result<Vec<Delivery>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(OUTBOX)?;
-        let mut out = Vec::new();
-        for row in table.iter()? {
-            let (_, v) = row?;
-            out.push(decode("outbox", v.value())?);
-        }
-        Ok(out)
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(OUTBOX)?;
+            let mut out = Vec::new();
+            for row in table.iter()? {
+                let (_, v) = row?;
+                out.push(decode("outbox", v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// Records a group of attempt results in one transaction; the delivered log keeps the newest
@@ -336,36 +422,38 @@ impl Store {
         results: &[DeliveryResult],
         log_size: usize,
     ) -> Result<(), StoreError> {
-        let txn = durable(&self.db)?;
-        {
-            let mut outbox = txn.open_table(OUTBOX)?;
-            let mut dead = txn.open_table(DEAD_LETTERS)?;
-            let mut log = txn.open_table(DELIVERY_LOG)?;
-            for r in results {
-                match r {
-                    DeliveryResult::Delivered(d) => {
-                        outbox.remove(d.key())?;
-                        log.insert(d.key(), codec::encode(d).as_slice())?;
-                    }
-                    DeliveryResult::Retry(d) => {
-                        // A row that left the outbox meanwhile (e.g. purged) stays gone.
-                        if outbox.get(d.key())?.is_some() {
-                            outbox.insert(d.key(), codec::encode(d).as_slice())?;
+        self.with(|db| {
+            let txn = durable(db)?;
+            {
+                let mut outbox = txn.open_table(OUTBOX)?;
+                let mut dead = txn.open_table(DEAD_LETTERS)?;
+                let mut log = txn.open_table(DELIVERY_LOG)?;
+                for r in results {
+                    match r {
+                        DeliveryResult::Delivered(d) => {
+                            outbox.remove(d.key())?;
+                            log.insert(d.key(), codec::encode(d).as_slice())?;
+                        }
+                        DeliveryResult::Retry(d) => {
+                            // A row that left the outbox meanwhile (e.g. purged) stays gone.
+                            if outbox.get(d.key())?.is_some() {
+                                outbox.insert(d.key(), codec::encode(d).as_slice())?;
+                            }
+                        }
+                        DeliveryResult::Dead(d) => {
+                            outbox.remove(d.key())?;
+                            dead.insert(d.key(), codec::encode(d).as_slice())?;
                         }
                     }
-                    DeliveryResult::Dead(d) => {
-                        outbox.remove(d.key())?;
-                        dead.insert(d.key(), codec::encode(d).as_slice())?;
-                    }
+                }
+                let excess = log.len()?.saturating_sub(log_size as u64);
+                for _ in 0..excess {
+                    log.pop_first()?;
                 }
             }
-            let excess = log.len()?.saturating_sub(log_size as u64);
-            for _ in 0..excess {
-                log.pop_first()?;
-            }
-        }
-        txn.commit()?;
-        Ok(())
+            txn.commit()?;
+            Ok(())
+        })
     }
 
     /// Newest-first listing of one status, at most `limit` rows.
@@ -374,51 +462,57 @@ impl Store {
         status: DeliveryStatus,
         limit: usize,
     ) -> Result<Vec<Delivery>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let (name, def) = match status {
-            DeliveryStatus::Pending => ("outbox", OUTBOX),
-            DeliveryStatus::Dead => ("dead_letters", DEAD_LETTERS),
-            DeliveryStatus::Delivered => ("delivery_log", DELIVERY_LOG),
-        };
-        let table = txn.open_table(def)?;
-        let mut out = Vec::new();
-        for row in table.iter()?.rev().take(limit) {
-            let (_, v) = row?;
-            out.push(decode(name, v.value())?);
-        }
-        Ok(out)
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let (name, def) = match status {
+                DeliveryStatus::Pending => ("outbox", OUTBOX),
+                DeliveryStatus::Dead => ("dead_letters", DEAD_LETTERS),
+                DeliveryStatus::Delivered => ("delivery_log", DELIVERY_LOG),
+            };
+            let table = txn.open_table(def)?;
+            let mut out = Vec::new();
+            for row in table.iter()?.rev().take(limit) {
+                let (_, v) = row?;
+                out.push(decode(name, v.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// Counts of pending and dead deliveries, for metrics.
     pub fn delivery_counts(&self) -> Result<(u64, u64), StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok((
-            txn.open_table(OUTBOX)?.len()?,
-            txn.open_table(DEAD_LETTERS)?.len()?,
-        ))
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            Ok((
+                txn.open_table(OUTBOX)?.len()?,
+                txn.open_table(DEAD_LETTERS)?.len()?,
+            ))
+        })
     }
 
     /// Moves a dead letter back to the outbox with its original id and body, due now.
     pub fn requeue_dead(&self, id: u128, now_ms: i64) -> Result<Option<Delivery>, StoreError> {
-        let txn = durable(&self.db)?;
-        let requeued = {
-            let mut dead = txn.open_table(DEAD_LETTERS)?;
-            let row = dead.remove(id)?.map(|v| v.value().to_vec());
-            match row {
-                None => None,
-                Some(bytes) => {
-                    let mut d: Delivery = decode("dead_letters", &bytes)?;
-                    d.attempts = 0;
-                    d.next_attempt_ms = now_ms;
-                    d.last_error = None;
-                    d.last_status = None;
-                    let mut outbox = txn.open_table(OUTBOX)?;
-                    outbox.insert(d.key(), codec::encode(&d).as_slice())?;
-                    Some(d)
+        self.with(|db| {
+            let txn = durable(db)?;
+            let requeued = {
+                let mut dead = txn.open_table(DEAD_LETTERS)?;
+                let row = dead.remove(id)?.map(|v| v.value().to_vec());
+                match row {
+                    None => None,
+                    Some(bytes) => {
+                        let mut d: Delivery = decode("dead_letters", &bytes)?;
+                        d.attempts = 0;
+                        d.next_attempt_ms = now_ms;
+                        d.last_error = None;
+                        d.last_status = None;
+                        let mut outbox = txn.open_table(OUTBOX)?;
+                        outbox.insert(d.key(), codec::encode(&d).as_slice())?;
+                        Some(d)
+                    }
                 }
-            }
-        };
-        txn.commit()?;
-        Ok(requeued)
+            };
+            txn.commit()?;
+            Ok(requeued)
+        })
     }
 }

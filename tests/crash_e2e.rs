@@ -424,3 +424,82 @@ async fn a_data_file_in_use_by_another_alertd_is_refused_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("in use by another running alertd"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_503_keeps_running_and_recovers_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start().await;
+    let cfg = format!(
+        "[engine]\ntick = \"300ms\"\n[[alert]]\nid = \"cost\"\nurl = \"{}\"\n[[alert.trigger]]\nevent = \"trace:cost\"\nthreshold = 1000000000\nwindow = \"1h\"\n",
+        rx.url("/c")
+    );
+    let d = Daemon::start(dir.path(), &cfg).await;
+    let file = dir.path().join("alertd.redb");
+    let size = std::fs::metadata(&file).unwrap().len();
+    // The data file may not grow any more: the next growth fails like a full disk.
+    let set_limit = |limit: &str| {
+        let ok = std::process::Command::new("prlimit")
+            .args(["--pid", &d.pid().to_string(), &format!("--fsize={limit}:")])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "prlimit failed");
+    };
+    set_limit(&size.to_string());
+    let batch: Vec<String> = (0..2000)
+        .map(|i| serde_json::json!({"kind": "trace", "total_estimated_cost": 1, "trace_id": format!("{i:0>200}")}).to_string())
+        .collect();
+    let body = batch.join("\n");
+    let mut accepted = 0u64;
+    let mut refused = None;
+    for _ in 0..200 {
+        let (s, v) = d.post_events(&body, "application/x-ndjson").await;
+        match s {
+            202 => accepted += v["accepted"].as_u64().unwrap(),
+            503 => {
+                refused = Some(v);
+                break;
+            }
+            other => panic!("unexpected {other}: {v}"),
+        }
+    }
+    let refused = refused.expect("the store never filled up");
+    assert!(
+        refused["error"].as_str().unwrap().contains("store"),
+        "{refused}"
+    );
+    let (s, _) = d.get("/healthz").await;
+    assert_eq!(s, 200, "the daemon stays up");
+    // Space returns: ingest works again and nothing accepted earlier was lost.
+    set_limit("unlimited");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (s, v) = d
+            .post_events(&batch[..10].join("\n"), "application/x-ndjson")
+            .await;
+        if s == 202 {
+            accepted += v["accepted"].as_u64().unwrap();
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ingest did not recover: {s} {v}\n{}",
+            tail(&d.logs())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alert_value(&d, "cost").await != Some(accepted as f64) {
+        assert!(
+            Instant::now() < deadline,
+            "counted {:?}, accepted {accepted}\n{}",
+            alert_value(&d, "cost").await,
+            tail(&d.logs())
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        d.logs().contains("data file reopened"),
+        "recovery went through a reopen"
+    );
+}
