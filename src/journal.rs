@@ -11,6 +11,7 @@ use crate::metrics;
 use crate::router::RouterMsg;
 use crate::store::{AppendOutcome, NewEvent, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -124,9 +125,10 @@ impl Actor for Journal {
                 match result {
                     Ok(outcomes) => {
                         let mut routed = Vec::new();
+                        let mut by_kind: HashMap<&'static str, u64> = HashMap::new();
                         for ((_, reply), outcome) in replies.into_iter().zip(outcomes) {
                             for (_, e) in &outcome.stored {
-                                metrics::events(kind_name(e), "accepted", 1);
+                                *by_kind.entry(kind_name(e)).or_default() += 1;
                             }
                             let _ = reply.send(Ok(Appended {
                                 accepted: outcome.stored.len(),
@@ -134,6 +136,9 @@ impl Actor for Journal {
                             }));
                             routed
                                 .extend(outcome.stored.into_iter().map(|(s, e)| (s, Arc::new(e))));
+                        }
+                        for (kind, n) in by_kind {
+                            metrics::events(kind, "accepted", n);
                         }
                         if !routed.is_empty() {
                             state.args.router.cast(RouterMsg::Route(routed))?;
