@@ -228,7 +228,15 @@ impl AlertState {
         for (t, state) in spec.triggers.iter().zip(self.thresholds.iter_mut()) {
             let Some(s) = state else { continue };
             let th = t.threshold.as_ref().expect("threshold trigger");
-            let Some(d) = s.evaluate(t, now_ms, spec.repeat_interval, spec.send_resolved) else {
+            let episode_before = s.episode;
+            let decision = s.evaluate(t, now_ms, spec.repeat_interval, spec.send_resolved);
+            // A silent recovery (no resolve asked for) changes the episode without notifying; it
+            // must still be checkpointed, or a restart would resurrect the old episode and swallow
+            // the next one's first notification.
+            if s.episode != episode_before {
+                self.dirty = true;
+            }
+            let Some(d) = decision else {
                 continue;
             };
             let episode_id = uuid_from_ms(d.episode_start_ms, &spec.id, t.event);

@@ -161,3 +161,31 @@ fn bucket_keeps_at_most_max_events_but_true_count() {
     assert_eq!(n[0].event_count, 5);
     assert_eq!(n[0].items.len(), 2);
 }
+
+#[test]
+fn a_silent_recovery_is_checkpointed_so_a_restart_keeps_it() {
+    let mut s = AlertState::new(spec(ERRORS), 0);
+    for i in 1..=3 {
+        let (q, e) = trace(i, 1_000, "p1", true);
+        s.apply(q, &e);
+    }
+    assert_eq!(s.tick(2_000, &mut ids()).len(), 1);
+    let mut stored = s
+        .take_checkpoint_if_dirty()
+        .expect("firing is checkpointed");
+    // The window empties: the trigger recovers without a resolve (send_resolved is false).
+    assert!(s.tick(400_000, &mut ids()).is_empty());
+    if let Some(cp) = s.take_checkpoint_if_dirty() {
+        stored = cp;
+    }
+    let mut restored = AlertState::restore(spec(ERRORS), stored);
+    for i in 4..=6 {
+        let (q, e) = trace(i, 401_000, "p1", true);
+        s.apply(q, &e);
+        restored.apply(q, &e);
+    }
+    let straight = s.tick(402_000, &mut ids());
+    assert_eq!(straight.len(), 1, "a new episode notifies");
+    assert_eq!(straight[0].episode_start_ms, 402_000);
+    assert_eq!(restored.tick(402_000, &mut ids()), straight);
+}
