@@ -46,6 +46,9 @@ pub struct Inner {
     pub accepting: AtomicBool,
     /// True once the store is open, the actors run and the listener is bound.
     pub ready: AtomicBool,
+    /// Serializes reloads (SIGHUP, API and file watcher may race): the file read last is the
+    /// one applied last.
+    pub reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -186,6 +189,7 @@ async fn post_events(
         }
     };
     let n = events.len();
+    let batch_kind = single_kind(&events);
     let before = s.0.queued.fetch_add(n, Ordering::AcqRel);
     if before + n > cfg.ingest.max_queued_events && before > 0 {
         s.0.queued.fetch_sub(n, Ordering::AcqRel);
@@ -201,7 +205,7 @@ async fn post_events(
     match r {
         Ok(ractor::rpc::CallResult::Success(Ok(a))) => {
             if a.duplicates > 0 {
-                metrics::events("any", "duplicate", a.duplicates as u64);
+                metrics::events(batch_kind, "duplicate", a.duplicates as u64);
             }
             (
                 StatusCode::ACCEPTED,
@@ -216,6 +220,16 @@ async fn post_events(
             unavailable(format!("the store could not commit the events: {e}"))
         }
         _ => unavailable("the journal did not answer; the events were not acknowledged"),
+    }
+}
+
+/// The kind shared by every event of a batch, or `mixed`: the journal reports duplicates per
+/// batch, so a mixed batch cannot attribute them to kinds.
+fn single_kind(events: &[crate::store::NewEvent]) -> &'static str {
+    let mut kinds = events.iter().map(|e| crate::journal::kind_name(&e.event));
+    match kinds.next() {
+        Some(first) if kinds.all(|k| k == first) => first,
+        _ => "mixed",
     }
 }
 
@@ -320,9 +334,15 @@ async fn test_alert(State(s): State<AppState>, Path(id): Path<String>, body: Byt
         Some(Ok(t)) => Some(t),
         Some(Err(e)) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),
     };
+    let secrets = spec_secrets(&spec);
     match probe::send_test(&spec, event_type, &cfg.delivery).await {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+        Ok(mut r) => {
+            // A PagerDuty body carries the routing key: the API never shows secrets.
+            r.request_body = redact(&r.request_body, &secrets);
+            r.error_message = r.error_message.map(|m| redact(&m, &secrets));
+            Json(r).into_response()
+        }
+        Err(e) => ApiError(StatusCode::BAD_REQUEST, redact(&e, &secrets)).into_response(),
     }
 }
 
@@ -396,46 +416,257 @@ async fn retry_delivery(State(s): State<AppState>, Path(id): Path<String>) -> Re
     }
 }
 
-/// Reloads the config file; shared by `POST /v1/reload`, SIGHUP and the file watcher.
-pub async fn reload(s: &AppState) -> Result<crate::supervisor::ReloadReport, String> {
-    let path = s.0.config_path.clone();
-    let loaded = tokio::task::spawn_blocking(move || Config::load(&path))
-        .await
-        .map_err(|e| e.to_string())?;
-    let new = match loaded {
-        Ok(c) => c,
-        Err(e) => {
-            metrics::config_reload(false);
-            tracing::error!(error = %e, "config reload rejected; the running config stays");
-            return Err(e.to_string());
+/// Why a reload was not applied.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file is unreadable or invalid; the message names the file, alert and key.
+    Invalid(String),
+    /// The engine did not take the new config.
+    Engine(String),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Invalid(m) | ReloadError::Engine(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The engine's report of a reload, with `restart_required` narrowed to the settings that are
+/// read only at start (the rest of `[server]` and `[ingest]` applies at once).
+fn restart_required(old: &Config, new: &Config) -> Vec<String> {
+    let (o, n) = (&old.server, &new.server);
+    let mut keys = Vec::new();
+    let mut check = |changed: bool, key: &str| {
+        if changed {
+            keys.push(key.to_string());
         }
     };
-    let report = ractor::call_t!(
+    check(o.listen != n.listen, "server.listen");
+    check(o.max_body != n.max_body, "server.max_body");
+    check(
+        o.max_connections != n.max_connections,
+        "server.max_connections",
+    );
+    check(
+        o.header_timeout != n.header_timeout,
+        "server.header_timeout",
+    );
+    check(old.storage.path != new.storage.path, "storage.path");
+    check(
+        old.ingest.dedup_window != new.ingest.dedup_window,
+        "ingest.dedup_window",
+    );
+    keys
+}
+
+/// Reloads the config file; shared by `POST /v1/reload`, SIGHUP and the file watcher.
+///
+/// An invalid file changes nothing: the error is logged (with secrets redacted), the
+/// `alertd_config_last_reload_successful` gauge drops to 0, and the error is returned.
+pub async fn reload(
+    s: &AppState,
+    trigger: &'static str,
+) -> Result<crate::supervisor::ReloadReport, ReloadError> {
+    let _serial = s.0.reload_lock.lock().await;
+    let path = s.0.config_path.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let secrets = file_secrets(&path);
+        (Config::load(&path), secrets)
+    })
+    .await
+    .map_err(|e| ReloadError::Engine(format!("the config loader failed: {e}")))?;
+    let old = s.config();
+    let new = match loaded {
+        (Ok(c), _) => c,
+        (Err(e), mut secrets) => {
+            secrets.extend(config_secrets(&old));
+            let msg = redact(&e.to_string(), &secrets);
+            metrics::config_reload(false);
+            tracing::error!(trigger, error = %msg, "config reload rejected; the running config stays");
+            return Err(ReloadError::Invalid(msg));
+        }
+    };
+    let mut report = match ractor::call_t!(
         s.0.supervisor,
         SupervisorMsg::Reload,
         60_000,
         Box::new(new.clone())
-    )
-    .map_err(|e| format!("the engine did not apply the config: {e}"))?;
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            metrics::config_reload(false);
+            tracing::error!(trigger, error = %e, "the engine did not apply the reloaded config; the running config stays");
+            return Err(ReloadError::Engine(format!(
+                "the engine did not apply the config: {e}"
+            )));
+        }
+    };
+    report.restart_required = restart_required(&old, &new);
     *s.0.config.write().expect("config lock is never poisoned") = Arc::new(new);
     metrics::config_reload(true);
-    tracing::info!(added = ?report.added, removed = ?report.removed, changed = ?report.changed,
-        restart_required = ?report.restart_required, "config reloaded");
+    if report.restart_required.is_empty() {
+        tracing::info!(trigger, added = ?report.added, removed = ?report.removed,
+            changed = ?report.changed, unchanged = report.unchanged, "config reloaded");
+    } else {
+        tracing::warn!(trigger, added = ?report.added, removed = ?report.removed,
+            changed = ?report.changed, unchanged = report.unchanged,
+            restart_required = ?report.restart_required,
+            "config reloaded; some changed settings take effect only after a restart");
+    }
     Ok(report)
 }
 
 async fn post_reload(State(s): State<AppState>) -> Response {
-    match reload(&s).await {
+    match reload(&s, "api").await {
         Ok(report) => Json(json!({ "status": "reloaded", "report": report })).into_response(),
-        Err(e) => ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+        Err(ReloadError::Invalid(e)) => ApiError(StatusCode::BAD_REQUEST, e).into_response(),
+        Err(ReloadError::Engine(e)) => unavailable(e),
     }
 }
 
+/// The secrets of one alert, and its URL's path (Slack and PagerDuty keep secrets there).
+fn spec_secrets(spec: &AlertSpec) -> Vec<String> {
+    let mut out = vec![
+        spec.secret_token.clone(),
+        spec.signing_secret.clone(),
+        spec.routing_key.clone(),
+    ];
+    out.extend(url_secret(&spec.url));
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// Every secret of a validated config.
+pub fn config_secrets(cfg: &Config) -> Vec<String> {
+    let mut out = vec![cfg.server.auth_token.clone()];
+    for a in &cfg.alerts {
+        out.extend(spec_secrets(a));
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// The path and query of a URL, the part [`mask_url`] hides.
+fn url_secret(url: &str) -> Option<String> {
+    let u = url::Url::parse(url).ok()?;
+    let mut tail = u.path().trim_start_matches('/').to_string();
+    if let Some(q) = u.query() {
+        tail.push('?');
+        tail.push_str(q);
+    }
+    (tail.len() > 1).then_some(tail)
+}
+
+/// Secrets written inline in a config file that may not validate, as (key, value): read
+/// leniently as TOML so messages about that file can be scrubbed of them. URL paths count
+/// (Slack and PagerDuty keep secrets there), under the key `url`.
+fn inline_secrets(path: &std::path::Path) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return vec![];
+    };
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    if let Some(t) = doc
+        .get("server")
+        .and_then(|s| s.get("auth_token"))
+        .and_then(|v| v.as_str())
+    {
+        out.push(("server.auth_token".to_string(), t.to_string()));
+    }
+    for alert in doc
+        .get("alert")
+        .and_then(|a| a.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let id = alert.get("id").and_then(|v| v.as_str()).unwrap_or("?");
+        for key in ["secret_token", "signing_secret", "routing_key"] {
+            if let Some(v) = alert.get(key).and_then(|v| v.as_str()) {
+                out.push((format!("alert {id:?}: {key}"), v.to_string()));
+            }
+        }
+        if let Some(u) = alert.get("url").and_then(|v| v.as_str()) {
+            if let Some(tail) = url_secret(u) {
+                out.push((format!("alert {id:?}: url"), tail));
+            }
+        }
+    }
+    out.retain(|(_, v)| !v.is_empty());
+    out
+}
+
+/// Every secret value written inline in the config file at `path`.
+pub fn file_secrets(path: &std::path::Path) -> Vec<String> {
+    inline_secrets(path).into_iter().map(|(_, v)| v).collect()
+}
+
+/// Which settings of the file at `path` hold a secret inline (webhook URLs of the general
+/// destination are not counted: their paths are usually not secret).
+pub fn file_secrets_keys(path: &std::path::Path) -> Vec<String> {
+    let general_urls: Vec<String> = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .and_then(|d| d.get("alert").and_then(|a| a.as_array()).cloned())
+        .into_iter()
+        .flatten()
+        .filter(|a| {
+            a.get("destination")
+                .and_then(|d| d.as_str())
+                .is_none_or(|d| d == "general")
+        })
+        .map(|a| {
+            let id = a.get("id").and_then(|v| v.as_str()).unwrap_or("?");
+            format!("alert {id:?}: url")
+        })
+        .collect();
+    inline_secrets(path)
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !general_urls.contains(k))
+        .collect()
+}
+
+/// `text` with every occurrence of a secret replaced by `***`.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    let mut sorted: Vec<&String> = secrets.iter().filter(|s| s.len() >= 4).collect();
+    // Longest first, so a secret containing another is hidden whole.
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_string();
+    for s in sorted {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "***");
+        }
+    }
+    out
+}
+
+/// Ready = the store is open, the engine's actors run, the listener is bound and the daemon is
+/// not stopping. A load balancer should send events only to a ready daemon.
 async fn readyz(State(s): State<AppState>) -> Response {
-    if s.0.ready.load(Ordering::Acquire) && s.0.accepting.load(Ordering::Acquire) {
+    use ractor::ActorStatus;
+    let running = |st: ActorStatus| st == ActorStatus::Running;
+    let checks = [
+        ("listener", s.0.ready.load(Ordering::Acquire)),
+        ("accepting", s.0.accepting.load(Ordering::Acquire)),
+        ("engine", running(s.0.supervisor.get_status())),
+        ("journal", running(s.0.journal.get_status())),
+    ];
+    let failing: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
+    if failing.is_empty() {
         Json(json!({"status": "ready"})).into_response()
     } else {
-        unavailable("not ready")
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready", "error": format!("not ready: {}", failing.join(", ")), "failing": failing})),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r
     }
 }
 

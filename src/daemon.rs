@@ -28,8 +28,15 @@ pub fn watchdog_ping() {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    warn_if_secrets_readable(config_path, &config);
+    let config = Config::load(config_path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            api::redact(&e.to_string(), &api::file_secrets(config_path))
+        )
+    })?;
+    crate::metrics::config_reload(true);
+    warn_if_secrets_readable(config_path);
+    warn_if_watchdog_too_tight(config.engine.tick);
     let store_path = config.storage.path.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await?
@@ -62,6 +69,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         queued,
         accepting: AtomicBool::new(true),
         ready: AtomicBool::new(false),
+        reload_lock: tokio::sync::Mutex::new(()),
     });
     let app = api::router(state.clone());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -72,7 +80,10 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
     state.inner().ready.store(true, Ordering::Release);
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("ready"),
+    ]);
     tracing::info!(listen = %config.server.listen, "alertd ready");
     crate::watcher::spawn(state.clone());
 
@@ -86,7 +97,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the config");
-                let _ = api::reload(&state).await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                let status = match api::reload(&state, "sighup").await {
+                    Ok(_) => "ready; last reload applied".to_string(),
+                    Err(e) => format!("ready; last reload rejected: {e}").replace('\n', " "),
+                };
+                let _ = sd_notify::notify(&[
+                    sd_notify::NotifyState::Ready,
+                    sd_notify::NotifyState::Status(&status),
+                ]);
             }
             r = &mut engine => {
                 let _ = stop_tx.send(true);
@@ -119,16 +138,37 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Warns when the config file holds secrets and other users can read it.
-fn warn_if_secrets_readable(path: &Path, config: &Config) {
+/// Warns when the config file holds secrets inline and every user can read it. Secrets kept in
+/// `*_file` settings do not count: their files have permissions of their own.
+fn warn_if_secrets_readable(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    let has_secrets = !config.server.auth_token.is_empty()
-        || config.alerts.iter().any(|a| {
-            !a.secret_token.is_empty() || !a.signing_secret.is_empty() || !a.routing_key.is_empty()
-        });
+    let inline = api::file_secrets_keys(path);
+    if inline.is_empty() {
+        return;
+    }
     if let Ok(meta) = std::fs::metadata(path) {
-        if has_secrets && meta.permissions().mode() & 0o004 != 0 {
-            tracing::warn!(file = %path.display(), "the config file holds secrets and is readable by every user; chmod 640 it or move secrets to *_file settings");
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                keys = %inline.join(", "),
+                "the config file holds secrets and is readable by every user; \
+                 run `chmod 640` on it (owner root, group of the service) or move the secrets \
+                 to *_file settings"
+            );
+        }
+    }
+}
+
+/// Warns when the watchdog would fire between two ticks: pings come from the tick.
+fn warn_if_watchdog_too_tight(tick: std::time::Duration) {
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        if tick * 2 > interval {
+            tracing::warn!(
+                tick = ?tick,
+                watchdog = ?interval,
+                "engine.tick is more than half of WatchdogSec; systemd may kill a healthy alertd. \
+                 Lower engine.tick or raise WatchdogSec"
+            );
         }
     }
 }

@@ -50,7 +50,7 @@ pub fn spawn(state: AppState) {
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
             tracing::info!("config file changed: reloading");
-            let _ = api::reload(&state).await;
+            let _ = api::reload(&state, "file").await;
         }
     });
 }
