@@ -274,3 +274,28 @@ async fn test_endpoint_reports_success_and_failure() {
     let (s, _) = d.post("/v1/alerts/nope/test", None).await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn slack_webhooks_get_at_most_one_message_per_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start().await;
+    let mut cfg = engine("");
+    for i in 1..=3 {
+        cfg += &alert(
+            &format!("s{i}"),
+            "p",
+            &rx.url("/slack"),
+            "destination = \"slack\"",
+        );
+    }
+    let d = Daemon::start(dir.path(), &cfg).await;
+    d.send(&[error_trace("p")]).await;
+    let got = rx.wait_for("/slack", 3, Duration::from_secs(10)).await;
+    for pair in got.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(950),
+            "two Slack messages {gap:?} apart"
+        );
+    }
+}

@@ -45,7 +45,9 @@ pub struct DispatcherState {
     store: Store,
     config: DeliveryConfig,
     sender: Sender,
-    queue: BTreeSet<(i64, u128)>,
+    /// Due-time queues per endpoint: choosing the next attempt costs one look per endpoint,
+    /// however many deliveries wait behind a busy one.
+    queues: HashMap<String, BTreeSet<(i64, u128)>>,
     rows: HashMap<u128, Delivery>,
     in_flight: usize,
     per_endpoint: HashMap<String, usize>,
@@ -65,11 +67,14 @@ pub struct Dispatcher;
 impl DispatcherState {
     fn push(&mut self, d: Delivery) {
         let key = d.key();
+        let endpoint = d.endpoint();
+        let due = d.next_attempt_ms;
         if let Some(old) = self.rows.insert(key, d) {
-            self.queue.remove(&(old.next_attempt_ms, key));
+            if let Some(q) = self.queues.get_mut(&old.endpoint()) {
+                q.remove(&(old.next_attempt_ms, key));
+            }
         }
-        let d = &self.rows[&key];
-        self.queue.insert((d.next_attempt_ms, key));
+        self.queues.entry(endpoint).or_default().insert((due, key));
     }
 
     fn pending(&self) -> usize {
@@ -94,7 +99,7 @@ impl Actor for Dispatcher {
             store: args.store,
             config: args.config,
             sender,
-            queue: BTreeSet::new(),
+            queues: HashMap::new(),
             rows: HashMap::new(),
             in_flight: 0,
             per_endpoint: HashMap::new(),
@@ -250,38 +255,46 @@ fn pacing(destination: DestinationKind) -> Option<i64> {
 /// Starts every due attempt the limits allow and arms the timer for the next due one.
 fn pump(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
     let now = now_ms();
-    let mut started = Vec::new();
     let mut next_due: Option<i64> = None;
-    for &(due, key) in state.queue.iter() {
-        if state.in_flight + started.len() >= state.config.workers {
-            break;
-        }
-        if due > now {
-            next_due = Some(next_due.map_or(due, |n: i64| n.min(due)));
-            break;
-        }
-        let row = &state.rows[&key];
-        let endpoint = row.endpoint();
-        let used = state.per_endpoint.get(&endpoint).copied().unwrap_or(0);
-        if used >= state.config.per_endpoint_in_flight {
-            continue;
-        }
-        if let Some(gap) = pacing(row.destination) {
-            if let Some(&last) = state.last_start.get(&endpoint) {
-                if now - last < gap {
-                    let at = last + gap;
-                    next_due = Some(next_due.map_or(at, |n: i64| n.min(at)));
-                    continue;
+    while state.in_flight < state.config.workers {
+        // The endpoint with capacity whose first delivery is due earliest.
+        let mut best: Option<(i64, &String)> = None;
+        for (endpoint, q) in &state.queues {
+            let Some(&(due, _)) = q.first() else { continue };
+            if state.per_endpoint.get(endpoint).copied().unwrap_or(0)
+                >= state.config.per_endpoint_in_flight
+            {
+                continue;
+            }
+            let mut ready_at = due;
+            if let Some(gap) = pacing(state.rows[&q.first().expect("non-empty").1].destination) {
+                if let Some(&last) = state.last_start.get(endpoint) {
+                    ready_at = ready_at.max(last + gap);
                 }
             }
+            if ready_at > now {
+                next_due = Some(next_due.map_or(ready_at, |n| n.min(ready_at)));
+                continue;
+            }
+            if best.is_none_or(|(b, _)| due < b) {
+                best = Some((due, endpoint));
+            }
+        }
+        let Some((_, endpoint)) = best else { break };
+        let endpoint = endpoint.clone();
+        let q = state
+            .queues
+            .get_mut(&endpoint)
+            .expect("chosen endpoint has a queue");
+        let (_, key) = q.pop_first().expect("chosen queue is non-empty");
+        if q.is_empty() {
+            state.queues.remove(&endpoint);
+        }
+        let d = state.rows.get(&key).expect("queued row exists").clone();
+        if pacing(d.destination).is_some() {
             state.last_start.insert(endpoint.clone(), now);
         }
         *state.per_endpoint.entry(endpoint).or_insert(0) += 1;
-        started.push((due, key));
-    }
-    for (due, key) in started {
-        state.queue.remove(&(due, key));
-        let d = state.rows.get(&key).expect("queued row exists").clone();
         state.in_flight += 1;
         let sender = state.sender.clone();
         let me = myself.clone();
