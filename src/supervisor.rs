@@ -120,10 +120,19 @@ impl Actor for Supervisor {
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let store = args.store.clone();
-        let (last_seq, applied) = tokio::task::spawn_blocking(move || {
-            Ok::<_, crate::store::StoreError>((store.last_seq()?, store.applied_through()?))
+        let (last_seq, applied, stored_ids) = tokio::task::spawn_blocking(move || {
+            Ok::<_, crate::store::StoreError>((
+                store.last_seq()?,
+                store.applied_through()?,
+                store.load_checkpoints()?.into_keys().collect::<Vec<_>>(),
+            ))
         })
         .await??;
+        // State of alerts removed from the config while alertd was down: dropped at the first tick.
+        let removed: Vec<String> = stored_ids
+            .into_iter()
+            .filter(|id| args.config.alert(id).is_none())
+            .collect();
         let cell = myself.get_cell();
         let (router, _) = Actor::spawn_linked(
             None,
@@ -190,7 +199,7 @@ impl Actor for Supervisor {
             journal,
             dispatcher,
             alerts,
-            removed: Vec::new(),
+            removed,
             stopping: false,
         })
     }
