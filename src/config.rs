@@ -353,14 +353,27 @@ impl Config {
             let line = e.span().map(|s| line_col(text, s.start));
             err(line, e.message().trim().to_string())
         })?;
-        let raw = if env && std::env::vars().any(|(k, _)| k.starts_with("ALERTD_")) {
+        // Only ALERTD_<SECTION>__<KEY> variables are overrides; other ALERTD_* names (test hooks,
+        // a client's token) are none of the config's business.
+        let overrides: std::collections::HashMap<String, String> = if env {
+            std::env::vars()
+                .filter(|(k, _)| {
+                    k.strip_prefix("ALERTD_")
+                        .is_some_and(|rest| rest.contains("__"))
+                })
+                .collect()
+        } else {
+            Default::default()
+        };
+        let raw = if !overrides.is_empty() {
             config::Config::builder()
                 .add_source(config::File::from_str(text, config::FileFormat::Toml))
                 .add_source(
                     config::Environment::with_prefix("ALERTD")
                         .prefix_separator("_")
                         .separator("__")
-                        .try_parsing(true),
+                        .try_parsing(true)
+                        .source(Some(overrides.into_iter().collect())),
                 )
                 .build()
                 .and_then(|c| c.try_deserialize::<RawConfig>())

@@ -172,3 +172,30 @@ async fn receive_verifies_signatures() {
     let _ = sink.kill();
     let _ = sink.wait();
 }
+
+#[test]
+fn environment_overrides_apply_and_unrelated_alertd_variables_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, common::config_text(7999, dir.path(), "")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_alertd"))
+        .args(["check-config", "-c", cfg.to_str().unwrap()])
+        .env("ALERTD_SERVER__LISTEN", "127.0.0.1:7001")
+        .env("ALERTD_TOKEN", "not-a-config-key")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("listen 127.0.0.1:7001"), "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_alertd"))
+        .args(["check-config", "-c", cfg.to_str().unwrap()])
+        .env("ALERTD_ENGINE__TICK", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("environment override"));
+}
