@@ -186,6 +186,9 @@ struct RawAlert {
     #[serde(default)]
     routing_key: String,
     routing_key_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    tls_insecure: bool,
     #[serde(default)]
     base_url: String,
     workspace: Option<String>,
@@ -310,6 +313,10 @@ pub struct AlertSpec {
     pub headers: BTreeMap<String, String>,
     pub routing_key: String,
     pub base_url: String,
+    /// Extra trusted CA certificates (PEM) for this alert's endpoint, e.g. an internal CA.
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate verification; only when set explicitly, and logged loudly at start.
+    pub tls_insecure: bool,
     pub workspace: String,
     pub repeat_interval: Duration,
     pub send_resolved: bool,
@@ -553,6 +560,28 @@ fn validate_alert(
         crate::destination::signature::decode_secret(&signing_secret)
             .map_err(|m| format!("{ctx}: signing_secret {m}"))?;
     }
+    let ca_file = match &a.ca_file {
+        None => None,
+        Some(f) => {
+            let full = if f.is_relative() {
+                path.parent().unwrap_or(Path::new(".")).join(f)
+            } else {
+                f.clone()
+            };
+            let pem = std::fs::read(&full)
+                .map_err(|e| format!("{ctx}: ca_file: cannot read {}: {e}", full.display()))?;
+            match reqwest::Certificate::from_pem_bundle(&pem) {
+                Ok(certs) if !certs.is_empty() => {}
+                _ => {
+                    return Err(format!(
+                        "{ctx}: ca_file: {} holds no PEM certificate",
+                        full.display()
+                    ))
+                }
+            }
+            Some(full)
+        }
+    };
     let routing_key = read_secret(path, &a.routing_key, &a.routing_key_file, "routing_key")
         .map_err(|m| format!("{ctx}: {m}"))?;
     if destination == DestinationKind::PagerDuty && routing_key.is_empty() {
@@ -596,6 +625,8 @@ fn validate_alert(
         headers: a.headers,
         routing_key,
         base_url: a.base_url.trim_end_matches('/').to_string(),
+        ca_file,
+        tls_insecure: a.tls_insecure,
         workspace,
         repeat_interval,
         send_resolved: a

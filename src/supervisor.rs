@@ -154,6 +154,9 @@ impl Actor for Supervisor {
             cell.clone(),
         )
         .await?;
+        for spec in args.config.alerts.iter().filter(|a| a.tls_insecure) {
+            tracing::warn!(alert = %spec.id, "TLS CERTIFICATE VERIFICATION IS OFF for this alert (tls_insecure = true): its notifications can be read and forged by anyone on the network path");
+        }
         let mut alerts = BTreeMap::new();
         let mut regs = Vec::new();
         for spec in &args.config.alerts {

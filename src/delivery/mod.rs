@@ -28,6 +28,8 @@ pub struct Delivery {
     pub headers: Vec<(String, String)>,
     /// Standard Webhooks secret; signatures are made per attempt.
     pub signing_secret: String,
+    /// TLS settings of the alert when the notification was decided.
+    pub tls: TlsOptions,
     pub body: String,
     pub created_ms: i64,
     pub attempts: u32,
@@ -37,6 +39,13 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// When it was delivered or dead-lettered.
     pub finished_ms: Option<i64>,
+}
+
+/// Per-alert TLS settings a delivery is sent with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TlsOptions {
+    pub ca_file: Option<String>,
+    pub insecure: bool,
 }
 
 /// Which table a delivery listing reads.
@@ -82,6 +91,7 @@ impl Delivery {
             url,
             headers,
             signing_secret,
+            tls: TlsOptions::default(),
             body,
             created_ms: n.created_ms,
             attempts: 0,

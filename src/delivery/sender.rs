@@ -1,9 +1,11 @@
 //! One HTTP attempt: build the request from a stored delivery, send it, classify the answer.
 
 use super::outcome::{classify_status, parse_retry_after, Outcome};
-use super::Delivery;
+use super::{Delivery, TlsOptions};
 use crate::config::DeliveryConfig;
 use crate::destination;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Most of a response body alertd reads; the rest is dropped unread.
@@ -21,24 +23,66 @@ pub struct Attempt {
     pub response_body: String,
 }
 
-/// The shared HTTP client: rustls, no redirects, connect and total timeouts.
+/// The HTTP clients: rustls, no redirects, connect and total timeouts. One default client, plus
+/// one per distinct per-alert TLS setting (`ca_file`, `tls_insecure`), built on first use.
 #[derive(Clone)]
 pub struct Sender {
     client: reqwest::Client,
+    cfg: DeliveryConfig,
+    custom: Arc<Mutex<HashMap<TlsOptions, reqwest::Client>>>,
+}
+
+fn builder(cfg: &DeliveryConfig) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(cfg.connect_timeout)
+        .timeout(cfg.timeout)
+        .user_agent(concat!("alertd/", env!("CARGO_PKG_VERSION")))
+        .pool_idle_timeout(Duration::from_secs(30))
 }
 
 impl Sender {
     /// A client configured from `[delivery]`.
     pub fn new(cfg: &DeliveryConfig) -> Result<Sender, String> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(cfg.connect_timeout)
-            .timeout(cfg.timeout)
-            .user_agent(concat!("alertd/", env!("CARGO_PKG_VERSION")))
-            .pool_idle_timeout(Duration::from_secs(30))
+        let client = builder(cfg)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Sender { client })
+        Ok(Sender {
+            client,
+            cfg: cfg.clone(),
+            custom: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// The client for a delivery's TLS settings.
+    fn client_for(&self, tls: &TlsOptions) -> Result<reqwest::Client, String> {
+        if *tls == TlsOptions::default() {
+            return Ok(self.client.clone());
+        }
+        let mut cache = self
+            .custom
+            .lock()
+            .expect("client cache lock is never poisoned");
+        if let Some(c) = cache.get(tls) {
+            return Ok(c.clone());
+        }
+        let mut b = builder(&self.cfg);
+        if let Some(path) = &tls.ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("ca_file {path}: {e}"))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("ca_file {path}: {e}"))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        if tls.insecure {
+            b = b.danger_accept_invalid_certs(true);
+        }
+        let c = b
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        cache.insert(tls.clone(), c.clone());
+        Ok(c)
     }
 
     /// Sends `d` once.
@@ -54,8 +98,18 @@ impl Sender {
                 }
             }
         };
-        let mut req = self
-            .client
+        let client = match self.client_for(&d.tls) {
+            Ok(c) => c,
+            Err(e) => {
+                return Attempt {
+                    status: None,
+                    outcome: Outcome::Retry { after: None },
+                    error: Some(e),
+                    response_body: String::new(),
+                }
+            }
+        };
+        let mut req = client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
         for (k, v) in d

@@ -61,7 +61,7 @@ pub fn prepare(n: &Notification, alert: &AlertSpec, ctx: &Context) -> Delivery {
             format!("Bearer {}", alert.secret_token),
         ));
     }
-    Delivery::new(
+    let mut d = Delivery::new(
         n,
         alert.destination,
         alert.url.clone(),
@@ -69,7 +69,12 @@ pub fn prepare(n: &Notification, alert: &AlertSpec, ctx: &Context) -> Delivery {
         alert.signing_secret.clone(),
         body(n, alert, ctx),
         ctx.max_retries,
-    )
+    );
+    d.tls = crate::delivery::TlsOptions {
+        ca_file: alert.ca_file.as_ref().map(|p| p.display().to_string()),
+        insecure: alert.tls_insecure,
+    };
+    d
 }
 
 /// Headers computed at each attempt: the Standard Webhooks trio when a signing secret is set.
