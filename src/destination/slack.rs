@@ -294,8 +294,8 @@ fn item_details(n: &Notification, ui: Option<&str>) -> Details {
     }
     if !notes.is_empty() {
         if let Some(ui) = ui {
-            let url = format!("{ui}/{}", list_path(n.event_type));
-            notes.push(format!("<{url}|View all {}>", kind.many));
+            let list = list_path(n.event_type);
+            notes.push(format!("<{ui}/{list}|View all {list}>"));
         }
     }
     Details {
