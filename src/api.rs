@@ -399,7 +399,7 @@ async fn retry_delivery(State(s): State<AppState>, Path(id): Path<String>) -> Re
     match tokio::task::spawn_blocking(move || store.requeue_dead(key, now_ms())).await {
         Ok(Ok(Some(d))) => {
             let body = delivery_json(&d);
-            let _ = s.0.supervisor.cast(SupervisorMsg::Requeue(d));
+            let _ = s.0.supervisor.cast(SupervisorMsg::Requeue(Box::new(d)));
             (
                 StatusCode::ACCEPTED,
                 Json(json!({ "status": "queued", "delivery": body })),

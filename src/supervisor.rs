@@ -47,7 +47,7 @@ pub enum SupervisorMsg {
     /// Every alert with its live view (None for disabled alerts).
     Alerts(RpcReplyPort<Vec<(Arc<AlertSpec>, Option<AlertView>)>>),
     /// Re-queues a dead letter.
-    Requeue(crate::delivery::Delivery),
+    Requeue(Box<crate::delivery::Delivery>),
     /// The journal's handle, for the HTTP layer.
     Journal(RpcReplyPort<ActorRef<JournalMsg>>),
     /// Graceful stop: flush the journal, final tick, drain deliveries.
@@ -241,7 +241,7 @@ impl Actor for Supervisor {
                 let _ = reply.send(state.journal.clone());
             }
             SupervisorMsg::Requeue(d) => {
-                state.dispatcher.cast(DispatcherMsg::Enqueue(vec![d]))?;
+                state.dispatcher.cast(DispatcherMsg::Enqueue(vec![*d]))?;
             }
             SupervisorMsg::Shutdown(reply) => {
                 state.stopping = true;
