@@ -351,18 +351,9 @@ impl Config {
 
     /// Parses and validates `text` as if read from `path`; `env` enables `ALERTD_*` overrides.
     pub fn from_toml(path: &Path, text: &str, env: bool) -> Result<Config, ConfigError> {
-        let err = |line, message| ConfigError {
-            file: path.to_path_buf(),
-            line,
-            message,
-        };
-        let strict: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_col(text, s.start));
-            err(line, e.message().trim().to_string())
-        })?;
         // Only ALERTD_<SECTION>__<KEY> variables are overrides; other ALERTD_* names (test hooks,
         // a client's token) are none of the config's business.
-        let overrides: std::collections::HashMap<String, String> = if env {
+        let overrides: config::Map<String, String> = if env {
             std::env::vars()
                 .filter(|(k, _)| {
                     k.strip_prefix("ALERTD_")
@@ -372,15 +363,34 @@ impl Config {
         } else {
             Default::default()
         };
+        Config::from_toml_with_overrides(path, text, overrides)
+    }
+
+    /// `from_toml` with the override variables given rather than read from the environment.
+    fn from_toml_with_overrides(
+        path: &Path,
+        text: &str,
+        overrides: config::Map<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let err = |line, message| ConfigError {
+            file: path.to_path_buf(),
+            line,
+            message,
+        };
+        let strict: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_col(text, s.start));
+            err(line, e.message().trim().to_string())
+        })?;
         let raw = if !overrides.is_empty() {
+            // No `try_parsing`: values stay strings, which the deserializer converts where a
+            // number or boolean is wanted, so a token such as "00042" keeps its leading zeros.
             config::Config::builder()
                 .add_source(config::File::from_str(text, config::FileFormat::Toml))
                 .add_source(
                     config::Environment::with_prefix("ALERTD")
                         .prefix_separator("_")
                         .separator("__")
-                        .try_parsing(true)
-                        .source(Some(overrides.into_iter().collect())),
+                        .source(Some(overrides)),
                 )
                 .build()
                 .and_then(|c| c.try_deserialize::<RawConfig>())
@@ -725,4 +735,54 @@ fn validate_trigger(t: RawTrigger) -> Result<TriggerSpec, String> {
         projects: t.projects,
         threshold,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALERT: &str = "[[alert]]\nid = \"a\"\nurl = \"http://127.0.0.1:9/\"\n[[alert.trigger]]\nevent = \"prompt:created\"\n";
+
+    fn with_overrides(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_toml_with_overrides(Path::new("t.toml"), ALERT, map)
+    }
+
+    #[test]
+    fn overrides_keep_string_values_verbatim() {
+        let cfg = with_overrides(&[
+            ("ALERTD_SERVER__AUTH_TOKEN", "00042"),
+            ("ALERTD_STORAGE__PATH", "1e3"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.server.auth_token, "00042");
+        assert_eq!(cfg.storage.path, PathBuf::from("1e3"));
+    }
+
+    #[test]
+    fn overrides_convert_numbers_durations_and_sizes() {
+        let cfg = with_overrides(&[
+            ("ALERTD_SERVER__LISTEN", "127.0.0.1:9999"),
+            ("ALERTD_ENGINE__TICK", "250ms"),
+            ("ALERTD_DELIVERY__WORKERS", "3"),
+            ("ALERTD_DELIVERY__MAX_RETRIES", "2"),
+            ("ALERTD_SERVER__MAX_BODY", "1MiB"),
+        ])
+        .unwrap();
+        assert_eq!(cfg.server.listen, "127.0.0.1:9999");
+        assert_eq!(cfg.engine.tick, Duration::from_millis(250));
+        assert_eq!(cfg.delivery.workers, 3);
+        assert_eq!(cfg.delivery.max_retries, 2);
+        assert_eq!(cfg.server.max_body, ByteSize::mib(1));
+        assert_eq!(cfg.alerts.len(), 1, "the file's alerts are kept");
+    }
+
+    #[test]
+    fn a_misspelt_override_is_refused_naming_the_key() {
+        let e = with_overrides(&[("ALERTD_SERVER__LISTN", "127.0.0.1:1")]).unwrap_err();
+        assert!(e.to_string().contains("listn"), "{e}");
+    }
 }
