@@ -550,12 +550,21 @@ pub fn config_secrets(cfg: &Config) -> Vec<String> {
 
 /// The path and query of a URL, the part [`mask_url`] hides.
 fn url_secret(url: &str) -> Option<String> {
-    let u = url::Url::parse(url).ok()?;
-    let mut tail = u.path().trim_start_matches('/').to_string();
-    if let Some(q) = u.query() {
-        tail.push('?');
-        tail.push_str(q);
-    }
+    let tail = match url::Url::parse(url) {
+        Ok(u) => {
+            let mut tail = u.path().trim_start_matches('/').to_string();
+            if let Some(q) = u.query() {
+                tail.push('?');
+                tail.push_str(q);
+            }
+            tail
+        }
+        // An invalid URL still names its secret path in the validation error: cut by hand.
+        Err(_) => {
+            let rest = url.split_once("://").map_or(url, |(_, r)| r);
+            rest.split_once('/').map_or("", |(_, t)| t).to_string()
+        }
+    };
     (tail.len() > 1).then_some(tail)
 }
 

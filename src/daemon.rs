@@ -28,6 +28,12 @@ pub fn watchdog_ping() {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(config_path: &Path) -> anyhow::Result<()> {
+    // Handlers first: until they exist a SIGHUP (a reload) would kill the process, and a
+    // SIGTERM would skip the graceful stop.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let loaded_at = std::time::SystemTime::now();
     let config = Config::load(config_path).map_err(|e| {
         anyhow::anyhow!(
             "{}",
@@ -71,6 +77,8 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         ready: AtomicBool::new(false),
         reload_lock: tokio::sync::Mutex::new(()),
     });
+    // Watch before serving: a change saved once the API answers must not be missed.
+    crate::watcher::spawn(state.clone(), loaded_at);
     let app = api::router(state.clone());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(crate::server::serve(
@@ -85,11 +93,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         sd_notify::NotifyState::Status("ready"),
     ]);
     tracing::info!(listen = %config.server.listen, "alertd ready");
-    crate::watcher::spawn(state.clone());
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let mut engine = sup_handle;
     let reason = loop {
         tokio::select! {
