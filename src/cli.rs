@@ -11,6 +11,25 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// `println!` that treats a closed stdout (`alertd check-config | head`) as the end of the
+/// output, exiting quietly like other Unix tools, instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::emit(format_args!($($arg)*))
+    };
+}
+
+#[doc(hidden)]
+pub fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|_| out.write_all(b"\n")) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+    }
+}
+
 const DEFAULT_CONFIG: &str = "config/alertd.toml";
 const DEFAULT_RECEIVE: &str = "127.0.0.1:9000";
 
@@ -158,7 +177,7 @@ fn load(config: &Path) -> anyhow::Result<Config> {
 
 fn check_config(path: &Path) -> anyhow::Result<()> {
     let cfg = load(path)?;
-    println!(
+    say!(
         "{}: OK — listen {}, storage {}, {} alert(s)",
         path.display(),
         cfg.server.listen,
@@ -180,7 +199,7 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
                 None => t.event.to_string(),
             })
             .collect();
-        println!(
+        say!(
             "  {} [{}] → {} {}: {}{}",
             a.id,
             if a.enabled { "enabled" } else { "disabled" },
@@ -213,10 +232,10 @@ async fn test(alert_id: &str, event: Option<&str>, path: &Path) -> anyhow::Resul
     let r = probe::send_test(alert, event, &cfg.delivery)
         .await
         .map_err(anyhow::Error::msg)?;
-    println!("request body:\n{}", pretty(&r.request_body));
+    say!("request body:\n{}", pretty(&r.request_body));
     match r.status {
         "success" => {
-            println!(
+            say!(
                 "success: {} answered {}",
                 crate::api::mask_url(&alert.url),
                 r.status_code.unwrap_or(0)
@@ -305,7 +324,7 @@ async fn send(file: &str, path: &Path, url: Option<String>) -> anyhow::Result<()
         accepted += body["accepted"].as_u64().unwrap_or(0);
         duplicates += body["duplicates"].as_u64().unwrap_or(0);
     }
-    println!("accepted {accepted} event(s), {duplicates} duplicate(s)");
+    say!("accepted {accepted} event(s), {duplicates} duplicate(s)");
     Ok(())
 }
 
@@ -320,18 +339,18 @@ async fn receive(listen: &str, secret: Option<String>) -> anyhow::Result<()> {
         move |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
             let key = key.clone();
             async move {
-                println!("──── {} {} ────", method, uri);
+                say!("──── {} {} ────", method, uri);
                 for (k, v) in &headers {
-                    println!("{}: {}", k, v.to_str().unwrap_or("<binary>"));
+                    say!("{}: {}", k, v.to_str().unwrap_or("<binary>"));
                 }
                 if let Some(key) = &key {
                     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
                     let valid = h("webhook-timestamp").parse::<i64>().is_ok_and(|ts| {
                         signature::verify(key, h("webhook-id"), ts, &body, h("webhook-signature"))
                     });
-                    println!("signature: {}", if valid { "valid" } else { "INVALID" });
+                    say!("signature: {}", if valid { "valid" } else { "INVALID" });
                 }
-                println!("{}\n", pretty(&String::from_utf8_lossy(&body)));
+                say!("{}\n", pretty(&String::from_utf8_lossy(&body)));
                 axum::http::StatusCode::OK
             }
         },
@@ -365,9 +384,14 @@ async fn deliveries(
         bail!("{}", body["error"].as_str().unwrap_or("request failed"));
     }
     let rows = body["deliveries"].as_array().cloned().unwrap_or_default();
-    println!(
+    say!(
         "{:<36}  {:<20}  {:<28}  {:>8}  {:>6}  {:<24}  LAST ERROR",
-        "ID", "ALERT", "EVENT TYPE", "ATTEMPTS", "STATUS", "NEXT/FINISHED"
+        "ID",
+        "ALERT",
+        "EVENT TYPE",
+        "ATTEMPTS",
+        "STATUS",
+        "NEXT/FINISHED"
     );
     for r in &rows {
         let s = |k: &str| r[k].as_str().unwrap_or("").to_string();
@@ -376,7 +400,7 @@ async fn deliveries(
         } else {
             s("next_attempt_at")
         };
-        println!(
+        say!(
             "{:<36}  {:<20}  {:<28}  {:>8}  {:>6}  {:<24}  {}",
             s("id"),
             s("alert_id"),
@@ -410,6 +434,6 @@ async fn retry(id: &str, path: &Path, url: Option<String>) -> anyhow::Result<()>
     if !ok {
         bail!("{}", body["error"].as_str().unwrap_or("request failed"));
     }
-    println!("re-queued {id}");
+    say!("re-queued {id}");
     Ok(())
 }

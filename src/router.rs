@@ -1,7 +1,8 @@
 //! The router actor: sends each committed event to the alerts that could use it.
 //!
-//! The index maps (workspace, event type) to alert actors; project scope is checked by the alert
-//! itself. The router is also the one place that replays the inbox to alerts that (re)start, so
+//! The index maps (workspace, event type, project) to alert actors, so an event reaches only the
+//! alerts whose scope could include it — with thousands of project-scoped alerts, routing stays
+//! proportional to the alerts that match. The alert re-checks its scope (cheaply) itself. The router is also the one place that replays the inbox to alerts that (re)start, so
 //! replay and live traffic can never interleave out of order: a registration is handled between
 //! two `Route` messages, replays everything committed so far, and only then joins the index.
 
@@ -20,7 +21,9 @@ pub struct Registration {
     pub alert_id: String,
     pub actor: ActorRef<AlertMsg>,
     pub workspace: String,
-    pub event_types: Vec<EventType>,
+    /// Per event type: `None` takes every project, `Some` only events of these projects (names
+    /// or ids).
+    pub scopes: Vec<(EventType, Option<Vec<String>>)>,
     /// Replay inbox events after this sequence number; `None` joins live only.
     pub replay_after: Option<u64>,
 }
@@ -42,10 +45,18 @@ pub struct RouterArgs {
 
 type Target = (String, ActorRef<AlertMsg>);
 
+/// The alerts of one (workspace, event type).
+#[derive(Default)]
+struct Table {
+    all_projects: Vec<Target>,
+    by_project: HashMap<String, Vec<Target>>,
+}
+
 pub struct RouterState {
     store: Store,
     routed_through: u64,
-    index: HashMap<(String, EventType), Vec<Target>>,
+    /// workspace → event type → alerts.
+    index: HashMap<String, HashMap<EventType, Table>>,
     members: HashMap<String, (String, Vec<EventType>)>,
 }
 
@@ -58,22 +69,59 @@ const REPLAY_CHUNK: usize = 4096;
 impl RouterState {
     fn unregister(&mut self, id: &str) {
         if let Some((ws, types)) = self.members.remove(id) {
+            let Some(by_type) = self.index.get_mut(&ws) else {
+                return;
+            };
             for t in types {
-                if let Some(v) = self.index.get_mut(&(ws.clone(), t)) {
-                    v.retain(|(a, _)| a != id);
+                if let Some(table) = by_type.get_mut(&t) {
+                    table.all_projects.retain(|(a, _)| a != id);
+                    for v in table.by_project.values_mut() {
+                        v.retain(|(a, _)| a != id);
+                    }
+                    table.by_project.retain(|_, v| !v.is_empty());
                 }
             }
         }
     }
 
+    fn register(&mut self, r: Registration) {
+        let by_type = self.index.entry(r.workspace.clone()).or_default();
+        let target = (r.alert_id.clone(), r.actor.clone());
+        for (t, scope) in &r.scopes {
+            let table = by_type.entry(*t).or_default();
+            match scope {
+                None => table.all_projects.push(target.clone()),
+                Some(projects) => {
+                    for p in projects {
+                        table
+                            .by_project
+                            .entry(p.clone())
+                            .or_default()
+                            .push(target.clone());
+                    }
+                }
+            }
+        }
+        let types = r.scopes.iter().map(|(t, _)| *t).collect();
+        self.members.insert(r.alert_id, (r.workspace, types));
+    }
+
     fn route(&self, events: Routed) {
         let mut per_actor: HashMap<&str, (&ActorRef<AlertMsg>, Routed)> = HashMap::new();
         for (seq, e) in events {
+            let Some(by_type) = self.index.get(&e.workspace) else {
+                continue;
+            };
             for t in e.feeds() {
-                let Some(targets) = self.index.get(&(e.workspace.clone(), t)) else {
+                let Some(table) = by_type.get(&t) else {
                     continue;
                 };
-                for (id, actor) in targets {
+                let scoped = [e.project.as_deref(), e.project_id.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| table.by_project.get(p))
+                    .flatten();
+                for (id, actor) in table.all_projects.iter().chain(scoped) {
                     let entry = per_actor.entry(id.as_str()).or_insert((actor, Vec::new()));
                     if entry.1.last().map(|(s, _)| *s) != Some(seq) {
                         entry.1.push((seq, e.clone()));
@@ -147,7 +195,7 @@ impl Actor for Router {
                             for (i, r) in replaying.iter().enumerate() {
                                 if r.replay_after.is_some_and(|a| seq > a)
                                     && r.workspace == e.workspace
-                                    && feeds.iter().any(|t| r.event_types.contains(t))
+                                    && feeds.iter().any(|t| r.scopes.iter().any(|(s, _)| s == t))
                                 {
                                     per[i].push((seq, e.clone()));
                                 }
@@ -161,16 +209,7 @@ impl Actor for Router {
                     }
                 }
                 for r in regs {
-                    for t in &r.event_types {
-                        state
-                            .index
-                            .entry((r.workspace.clone(), *t))
-                            .or_default()
-                            .push((r.alert_id.clone(), r.actor.clone()));
-                    }
-                    state
-                        .members
-                        .insert(r.alert_id, (r.workspace, r.event_types));
+                    state.register(r);
                 }
                 let _ = reply.send(());
             }

@@ -30,7 +30,8 @@ pub struct ReloadReport {
     pub removed: Vec<String>,
     pub changed: Vec<String>,
     pub unchanged: usize,
-    /// Settings that only take effect after a restart.
+    /// Settings that only take effect after a restart; filled in by the API layer, which knows
+    /// the old and the new file.
     pub restart_required: Vec<String>,
 }
 
@@ -104,7 +105,24 @@ fn registration(
         alert_id: spec.id.clone(),
         actor: actor.clone(),
         workspace: spec.workspace.clone(),
-        event_types: AlertState::event_types(spec),
+        scopes: AlertState::event_types(spec)
+            .into_iter()
+            .map(|t| {
+                let triggers = spec.triggers.iter().filter(|tr| tr.event == t);
+                let everywhere = !t.is_project_scoped()
+                    || spec
+                        .triggers
+                        .iter()
+                        .any(|tr| tr.event == t && tr.projects.is_empty());
+                let scope = (!everywhere).then(|| {
+                    let mut ps: Vec<String> = triggers.flat_map(|tr| tr.projects.clone()).collect();
+                    ps.sort();
+                    ps.dedup();
+                    ps
+                });
+                (t, scope)
+            })
+            .collect(),
         replay_after,
     }
 }
@@ -397,12 +415,6 @@ async fn reload(
     new: Arc<Config>,
 ) -> Result<ReloadReport, ActorProcessingErr> {
     let mut report = ReloadReport::default();
-    if new.server != state.config.server {
-        report.restart_required.push("server".into());
-    }
-    if new.storage != state.config.storage {
-        report.restart_required.push("storage".into());
-    }
     if new.delivery != state.config.delivery {
         state
             .dispatcher
