@@ -421,6 +421,10 @@ async fn corrupted_checkpoint_is_reported_with_the_alert_id_and_the_alert_starts
             )
             .unwrap();
             t.insert("future", [9u8, 1, 2, 3].as_slice()).unwrap();
+            // Decodable, but inconsistent: found by fuzzing, it used to panic on first use.
+            let skewed: &[u8] =
+                include_bytes!("../fuzz/regressions/checkpoint_decode/ring_head_near_min.bin");
+            t.insert("skewed", skewed).unwrap();
         }
         txn.commit().unwrap();
     }
@@ -436,6 +440,13 @@ event = "trace:errors"
 threshold = 2
 window = "1h"
 [[alert]]
+id = "skewed"
+url = "{skewed}"
+[[alert.trigger]]
+event = "trace:errors"
+threshold = 1
+window = "5m"
+[[alert]]
 id = "future"
 url = "{future}"
 debounce = "1s"
@@ -444,6 +455,7 @@ event = "prompt:created"
 "#,
         flaky = rx.url("/flaky"),
         future = rx.url("/future"),
+        skewed = rx.url("/skewed"),
     );
     let d = Daemon::start(dir.path(), &cfg).await;
 
@@ -458,6 +470,8 @@ event = "prompt:created"
     let body = got[0].json();
     assert_eq!(body["alert_id"], "flaky");
     assert_eq!(body["payload"]["metadata"][0]["metric_value"], "3");
+    let got = rx.wait_for("/skewed", 1, Duration::from_secs(15)).await;
+    assert_eq!(got[0].json()["payload"]["metadata"][0]["metric_value"], "3");
     let got = rx.wait_for("/future", 1, Duration::from_secs(15)).await;
     assert_eq!(got[0].json()["payload"]["eventCount"], 1);
 
@@ -465,6 +479,7 @@ event = "prompt:created"
     for (id, why) in [
         ("flaky", "undecodable"),
         ("future", "unknown value format 9"),
+        ("skewed", "inconsistent"),
     ] {
         let quoted = format!("alert \"{id}\"");
         let line = logs

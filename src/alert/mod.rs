@@ -46,6 +46,28 @@ pub struct Checkpoint {
     pub last_notified_ms: Option<i64>,
 }
 
+impl Checkpoint {
+    /// Refuses values no alert could have written (they decode from corrupted bytes), which
+    /// would otherwise panic or overflow once the state is used.
+    fn check_sound(&self) -> Result<(), String> {
+        let time_ok = |ms: i64| ms.unsigned_abs() <= window::MAX_SOUND;
+        if let Some(n) = self.triggers.iter().position(|(_, s)| !s.is_sound()) {
+            return Err(format!("trigger state {} is inconsistent", n + 1));
+        }
+        if let Some((e, _)) = self
+            .buckets
+            .iter()
+            .find(|(_, b)| !time_ok(b.opened_ms) || b.count > window::MAX_SOUND)
+        {
+            return Err(format!("the {e} bucket is inconsistent"));
+        }
+        if !self.last_notified_ms.is_none_or(time_ok) {
+            return Err("last notification time is out of range".into());
+        }
+        Ok(())
+    }
+}
+
 /// What applying an event did, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Applied {
@@ -103,9 +125,12 @@ impl AlertState {
 
     /// Decodes a stored checkpoint, naming the alert when it cannot be read.
     pub fn decode_checkpoint(alert_id: &str, bytes: &[u8]) -> Result<Checkpoint, String> {
-        codec::decode(bytes).map_err(|e| {
+        let unreadable = |e: String| {
             format!("alert {alert_id:?}: stored state is unreadable ({e}); starting it fresh")
-        })
+        };
+        let cp: Checkpoint = codec::decode(bytes).map_err(|e| unreadable(e.to_string()))?;
+        cp.check_sound().map_err(unreadable)?;
+        Ok(cp)
     }
 
     fn adopt(&mut self, mut old: Vec<(String, ThresholdState)>, buckets: Vec<(EventType, Bucket)>) {
@@ -114,7 +139,11 @@ impl AlertState {
                 continue;
             }
             let fp = t.fingerprint();
-            if let Some(pos) = old.iter().position(|(f, _)| *f == fp) {
+            let th = t.threshold.as_ref().expect("threshold trigger");
+            if let Some(pos) = old
+                .iter()
+                .position(|(f, s)| *f == fp && s.is_sound() && s.fits(th))
+            {
                 *slot = Some(old.swap_remove(pos).1);
             }
         }

@@ -45,6 +45,21 @@ impl ThresholdState {
         }
     }
 
+    /// Whether a state read back from storage is safe to use (see [`Ring::is_sound`]).
+    pub fn is_sound(&self) -> bool {
+        let time_ok = |ms: i64| ms.unsigned_abs() <= super::window::MAX_SOUND;
+        self.ring.is_sound()
+            && self
+                .episode
+                .is_none_or(|e| time_ok(e.start_ms) && time_ok(e.last_notified_ms))
+    }
+
+    /// Whether this state's ring has the slot width of `t`'s window. Always true for a state
+    /// whose trigger fingerprint matches, unless the stored bytes were corrupted.
+    pub fn fits(&self, t: &Threshold) -> bool {
+        self.ring.slot_width_ms() == Ring::new(t.window).slot_width_ms()
+    }
+
     /// Adds a value at `ts_ms`; false if it was too old for the window.
     pub fn add(&mut self, ts_ms: i64, value: f64) -> bool {
         self.ring.add(ts_ms, value)

@@ -13,6 +13,11 @@ use std::time::Duration;
 /// Slots per window: error bound 1/60 of the window, 60 × 24 bytes per trigger.
 pub const SLOTS: i64 = 60;
 
+/// Bound on stored slot indexes, counts and times (2^61): far beyond any real timestamp in
+/// milliseconds or event count, and far enough from the integer limits that sums and
+/// differences of a few of them cannot overflow.
+pub const MAX_SOUND: u64 = 1 << 61;
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Slot {
     index: i64,
@@ -57,6 +62,21 @@ impl Ring {
     /// Width of one slot: the error bound at the window's old edge.
     pub fn slot_width_ms(&self) -> i64 {
         self.width_ms
+    }
+
+    /// Whether a ring read back from storage is one this code could have built: a positive slot
+    /// width, no slots or all of them, and indexes and counts in the range real timestamps and
+    /// event rates produce, so no arithmetic on them can divide by zero, index out of bounds or
+    /// overflow. Corrupted bytes can decode into anything.
+    pub fn is_sound(&self) -> bool {
+        let index_ok = |i: i64| i == i64::MIN || i.unsigned_abs() <= MAX_SOUND;
+        self.width_ms >= 1
+            && (self.slots.is_empty() || self.slots.len() == SLOTS as usize)
+            && index_ok(self.head)
+            && self
+                .slots
+                .iter()
+                .all(|s| index_ok(s.index) && s.count <= MAX_SOUND)
     }
 
     fn index_of(&self, ts_ms: i64) -> i64 {
