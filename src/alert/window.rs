@@ -76,7 +76,7 @@ impl Ring {
             && self
                 .slots
                 .iter()
-                .all(|s| index_ok(s.index) && s.count <= MAX_SOUND)
+                .all(|s| index_ok(s.index) && s.count <= MAX_SOUND / SLOTS as u64)
     }
 
     fn index_of(&self, ts_ms: i64) -> i64 {
