@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Profiles alertd under the benchmark's loads with `perf` (apt-get install linux-perf) and prints
+# the hottest symbols (self and children). Run after bench/run.sh built the binaries.
+#
+#   bench/profile.sh [batch|single|fanout ...]     (default: all three; ~30 s each)
+#
+# batch   – 10 alerts, NDJSON batches of 1,000 trace events, 4 clients
+# single  – 10 alerts, one event per request, 64 clients
+# fanout  – 10,000 alerts over 100 projects, batched ingest (the router/alert fan-out)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TARGET=${CARGO_TARGET_DIR:-$(pwd)/target}
+ALERTD=$TARGET/release/alertd
+BENCH=$TARGET/release/examples/bench
+SECS=${PROFILE_SECS:-8}
+OUT=${PROFILE_OUT:-$(mktemp -d /tmp/alertd-profile.XXXXXX)}
+command -v perf >/dev/null || { echo "perf is not installed (apt-get install -y linux-perf)"; exit 1; }
+PID=""
+cleanup() { [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+profile() {
+    local name=$1 alerts=$2 mode=$3
+    local dir=$OUT/$name port
+    port=$(( 20000 + RANDOM % 20000 ))
+    mkdir -p "$dir"
+    "$BENCH" gen-config --alerts "$alerts" --port "$port" --data "$dir" >"$dir/alertd.toml"
+    RUST_LOG=info "$ALERTD" run -c "$dir/alertd.toml" 2>"$dir/alertd.log" &
+    PID=$!
+    for _ in $(seq 1 500); do
+        curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+        sleep 0.02
+    done
+    perf record -F 299 --call-graph dwarf,16384 -p "$PID" -o "$dir/perf.data" -- sleep "$((SECS + 2))" 2>/dev/null &
+    local perf_pid=$!
+    sleep 0.5
+    "$BENCH" load --url "http://127.0.0.1:$port/v1/events" --mode "$mode" --duration "$SECS" | tee "$dir/load.txt"
+    wait "$perf_pid" || true
+    kill -KILL "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+    PID=""
+    echo "== $name: top symbols by self time"
+    perf report -i "$dir/perf.data" --no-children --sort symbol --stdio 2>/dev/null \
+        | grep -E '^ +[0-9]' | head -25 | tee "$dir/self.txt" || true
+    echo "== $name: top symbols including callees"
+    perf report -i "$dir/perf.data" --children --sort symbol --stdio -g none 2>/dev/null \
+        | grep -E '^ +[0-9]' | head -40 | tee "$dir/children.txt" || true
+}
+
+[ $# -eq 0 ] && set -- batch single fanout
+for s in "$@"; do
+    case $s in
+        batch) profile batch 10 batch ;;
+        single) profile single 10 single ;;
+        fanout) profile fanout 10000 batch ;;
+        *) echo "unknown profile $s"; exit 2 ;;
+    esac
+done
+echo "perf data and reports in $OUT"
