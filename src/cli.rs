@@ -280,6 +280,21 @@ fn daemon(path: &Path, url: Option<String>) -> anyhow::Result<Daemon> {
 }
 
 impl Daemon {
+    /// Calls an API route and returns its JSON answer, or the daemon's error message.
+    async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<serde_json::Value> {
+        let resp = self
+            .req(method, path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach alertd at {}", self.base))?;
+        let ok = resp.status().is_success();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        if !ok {
+            bail!("{}", body["error"].as_str().unwrap_or("request failed"));
+        }
+        Ok(body)
+    }
+
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let r = self
             .client
@@ -370,19 +385,8 @@ async fn deliveries(
     url: Option<String>,
 ) -> anyhow::Result<()> {
     let d = daemon(path, url)?;
-    let resp = d
-        .req(
-            reqwest::Method::GET,
-            &format!("/v1/deliveries?status={status}&limit={limit}"),
-        )
-        .send()
-        .await
-        .with_context(|| format!("cannot reach alertd at {}", d.base))?;
-    let ok = resp.status().is_success();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if !ok {
-        bail!("{}", body["error"].as_str().unwrap_or("request failed"));
-    }
+    let path = format!("/v1/deliveries?status={status}&limit={limit}");
+    let body = d.call(reqwest::Method::GET, &path).await?;
     let rows = body["deliveries"].as_array().cloned().unwrap_or_default();
     say!(
         "{:<36}  {:<20}  {:<28}  {:>8}  {:>6}  {:<24}  LAST ERROR",
@@ -424,16 +428,8 @@ async fn deliveries(
 
 async fn retry(id: &str, path: &Path, url: Option<String>) -> anyhow::Result<()> {
     let d = daemon(path, url)?;
-    let resp = d
-        .req(reqwest::Method::POST, &format!("/v1/deliveries/{id}/retry"))
-        .send()
-        .await
-        .with_context(|| format!("cannot reach alertd at {}", d.base))?;
-    let ok = resp.status().is_success();
-    let body: serde_json::Value = resp.json().await.unwrap_or_default();
-    if !ok {
-        bail!("{}", body["error"].as_str().unwrap_or("request failed"));
-    }
+    d.call(reqwest::Method::POST, &format!("/v1/deliveries/{id}/retry"))
+        .await?;
     say!("re-queued {id}");
     Ok(())
 }
