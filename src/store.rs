@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
+/// redb page cache size.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// The schema this build writes. A file with a larger number is refused.
 pub const SCHEMA_VERSION: u64 = 1;
 
@@ -203,22 +206,27 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
                 message: format!("cannot create directory {}: {e}", dir.display()),
             })?;
         }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
-                path: path.to_path_buf(),
-            },
-            redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                if io.kind() == std::io::ErrorKind::WouldBlock =>
-            {
-                StoreError::Locked {
+        // redb caches up to 1 GiB by default; alertd's hot set (recent inbox, outbox, checkpoints)
+        // is small, and an edge host's memory is not.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
                     path: path.to_path_buf(),
+                },
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock =>
+                {
+                    StoreError::Locked {
+                        path: path.to_path_buf(),
+                    }
                 }
-            }
-            other => StoreError::Open {
-                path: path.to_path_buf(),
-                message: other.to_string(),
-            },
-        })?;
+                other => StoreError::Open {
+                    path: path.to_path_buf(),
+                    message: other.to_string(),
+                },
+            })?;
         let txn = durable(&db)?;
         {
             let mut meta = txn.open_table(META)?;
