@@ -43,7 +43,8 @@ pub struct RouterArgs {
     pub routed_through: u64,
 }
 
-type Target = (String, ActorRef<AlertMsg>);
+/// An alert's dense slot number: batches are gathered in a `Vec` indexed by it, not a map.
+type Target = usize;
 
 /// The alerts of one (workspace, event type).
 #[derive(Default)]
@@ -57,7 +58,12 @@ pub struct RouterState {
     routed_through: u64,
     /// workspace → event type → alerts.
     index: HashMap<String, HashMap<EventType, Table>>,
-    members: HashMap<String, (String, Vec<EventType>)>,
+    /// alert id → (workspace, event types, slot).
+    members: HashMap<String, (String, Vec<EventType>, usize)>,
+    /// The actor in each slot; `None` for a free slot.
+    slots: Vec<Option<ActorRef<AlertMsg>>>,
+    free: Vec<usize>,
+    scratch: Vec<Routed>,
 }
 
 /// The router actor.
@@ -68,46 +74,57 @@ const REPLAY_CHUNK: usize = 4096;
 
 impl RouterState {
     fn unregister(&mut self, id: &str) {
-        if let Some((ws, types)) = self.members.remove(id) {
-            let Some(by_type) = self.index.get_mut(&ws) else {
-                return;
-            };
-            for t in types {
-                if let Some(table) = by_type.get_mut(&t) {
-                    table.all_projects.retain(|(a, _)| a != id);
-                    for v in table.by_project.values_mut() {
-                        v.retain(|(a, _)| a != id);
-                    }
-                    table.by_project.retain(|_, v| !v.is_empty());
+        let Some((ws, types, slot)) = self.members.remove(id) else {
+            return;
+        };
+        self.slots[slot] = None;
+        self.free.push(slot);
+        let Some(by_type) = self.index.get_mut(&ws) else {
+            return;
+        };
+        for t in types {
+            if let Some(table) = by_type.get_mut(&t) {
+                table.all_projects.retain(|s| *s != slot);
+                for v in table.by_project.values_mut() {
+                    v.retain(|s| *s != slot);
                 }
+                table.by_project.retain(|_, v| !v.is_empty());
             }
         }
     }
 
     fn register(&mut self, r: Registration) {
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s] = Some(r.actor.clone());
+                s
+            }
+            None => {
+                self.slots.push(Some(r.actor.clone()));
+                self.slots.len() - 1
+            }
+        };
         let by_type = self.index.entry(r.workspace.clone()).or_default();
-        let target = (r.alert_id.clone(), r.actor.clone());
         for (t, scope) in &r.scopes {
             let table = by_type.entry(*t).or_default();
             match scope {
-                None => table.all_projects.push(target.clone()),
+                None => table.all_projects.push(slot),
                 Some(projects) => {
                     for p in projects {
-                        table
-                            .by_project
-                            .entry(p.clone())
-                            .or_default()
-                            .push(target.clone());
+                        table.by_project.entry(p.clone()).or_default().push(slot);
                     }
                 }
             }
         }
         let types = r.scopes.iter().map(|(t, _)| *t).collect();
-        self.members.insert(r.alert_id, (r.workspace, types));
+        self.members.insert(r.alert_id, (r.workspace, types, slot));
     }
 
-    fn route(&self, events: Routed) {
-        let mut per_actor: HashMap<&str, (&ActorRef<AlertMsg>, Routed)> = HashMap::new();
+    fn route(&mut self, events: Routed) {
+        // A reusable per-slot scratch, so a batch costs what it touches, not one entry per alert.
+        let mut batches = std::mem::take(&mut self.scratch);
+        batches.resize_with(self.slots.len(), Vec::new);
+        let mut touched: Vec<usize> = Vec::new();
         for (seq, e) in events {
             let Some(by_type) = self.index.get(&e.workspace) else {
                 continue;
@@ -121,17 +138,24 @@ impl RouterState {
                     .flatten()
                     .filter_map(|p| table.by_project.get(p))
                     .flatten();
-                for (id, actor) in table.all_projects.iter().chain(scoped) {
-                    let entry = per_actor.entry(id.as_str()).or_insert((actor, Vec::new()));
-                    if entry.1.last().map(|(s, _)| *s) != Some(seq) {
-                        entry.1.push((seq, e.clone()));
+                for &slot in table.all_projects.iter().chain(scoped) {
+                    let batch = &mut batches[slot];
+                    if batch.is_empty() {
+                        touched.push(slot);
+                    }
+                    if batch.last().map(|(s, _)| *s) != Some(seq) {
+                        batch.push((seq, e.clone()));
                     }
                 }
             }
         }
-        for (_, (actor, evs)) in per_actor {
-            let _ = actor.cast(AlertMsg::Events(evs));
+        for slot in touched {
+            let evs = std::mem::take(&mut batches[slot]);
+            if let Some(actor) = &self.slots[slot] {
+                let _ = actor.cast(AlertMsg::Events(evs));
+            }
         }
+        self.scratch = batches;
     }
 }
 
@@ -150,6 +174,9 @@ impl Actor for Router {
             routed_through: args.routed_through,
             index: HashMap::new(),
             members: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            scratch: Vec::new(),
         })
     }
 
