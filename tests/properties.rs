@@ -4,7 +4,6 @@
 //! the body properties build batches from valid event generators and plant invalid events at
 //! chosen indexes. Backoff schedule properties live next to the code in `src/delivery/backoff.rs`.
 
-use alertd::event::EventBody;
 use alertd::ingest::{parse_body, split_ndjson, Limits};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -204,20 +203,6 @@ fn invalid_event() -> impl Strategy<Value = Value> {
     ]
 }
 
-fn kind_of(body: &EventBody) -> &'static str {
-    match body {
-        EventBody::Trace { .. } => "trace",
-        EventBody::FeedbackScore { .. } => "feedback_score",
-        EventBody::Guardrail { .. } => "guardrail",
-        EventBody::Object { event_type, .. } => match event_type.as_str() {
-            "prompt:created" => "prompt_created",
-            "prompt:committed" => "prompt_committed",
-            "prompt:deleted" => "prompt_deleted",
-            _ => "experiment_finished",
-        },
-    }
-}
-
 /// The batch as NDJSON, with blank lines and CRLF endings sprinkled in.
 fn ndjson(events: &[Value], crlf: &[bool]) -> Vec<u8> {
     let mut body = Vec::new();
@@ -261,7 +246,7 @@ proptest! {
                 .map_err(|r| TestCaseError::fail(format!("{r:?}")))?;
             prop_assert_eq!(events.len(), values.len());
             for ((e, v), kind) in events.iter().zip(&values).zip(&kinds) {
-                prop_assert_eq!(kind_of(&e.event.body), *kind);
+                prop_assert_eq!(alertd::journal::kind_name(&e.event), *kind);
                 prop_assert_eq!(e.client_id.as_deref(), v["id"].as_str());
                 prop_assert_eq!(e.event.workspace.as_str(), v["workspace"].as_str().unwrap_or("default"));
                 prop_assert!(e.event.timestamp_ms <= NOW_MS);
