@@ -16,7 +16,10 @@ use std::sync::Arc;
 /// Events with their inbox sequence numbers.
 pub type Routed = Vec<(u64, Arc<Event>)>;
 
-/// An alert actor joining the index.
+/// Events for several alerts of one shard, by alert id.
+pub type ShardBatch = Vec<(Arc<str>, Routed)>;
+
+/// An alert joining the index, with the shard actor that holds it.
 pub struct Registration {
     pub alert_id: String,
     pub actor: ActorRef<AlertMsg>,
@@ -61,7 +64,7 @@ pub struct RouterState {
     /// alert id → (workspace, event types, slot).
     members: HashMap<String, (String, Vec<EventType>, usize)>,
     /// The actor in each slot; `None` for a free slot.
-    slots: Vec<Option<ActorRef<AlertMsg>>>,
+    slots: Vec<Option<(Arc<str>, ActorRef<AlertMsg>)>>,
     free: Vec<usize>,
     scratch: Vec<Routed>,
 }
@@ -96,11 +99,12 @@ impl RouterState {
     fn register(&mut self, r: Registration) {
         let slot = match self.free.pop() {
             Some(s) => {
-                self.slots[s] = Some(r.actor.clone());
+                self.slots[s] = Some((Arc::from(r.alert_id.as_str()), r.actor.clone()));
                 s
             }
             None => {
-                self.slots.push(Some(r.actor.clone()));
+                self.slots
+                    .push(Some((Arc::from(r.alert_id.as_str()), r.actor.clone())));
                 self.slots.len() - 1
             }
         };
@@ -149,11 +153,23 @@ impl RouterState {
                 }
             }
         }
+        // One message per shard, not per alert: a burst reaching thousands of alerts costs a
+        // handful of mailbox entries.
+        let mut per_shard: Vec<(ActorRef<AlertMsg>, ShardBatch)> = Vec::new();
         for slot in touched {
             let evs = std::mem::take(&mut batches[slot]);
-            if let Some(actor) = &self.slots[slot] {
-                let _ = actor.cast(AlertMsg::Events(evs));
+            if let Some((id, actor)) = &self.slots[slot] {
+                match per_shard
+                    .iter_mut()
+                    .find(|(a, _)| a.get_id() == actor.get_id())
+                {
+                    Some((_, v)) => v.push((id.clone(), evs)),
+                    None => per_shard.push((actor.clone(), vec![(id.clone(), evs)])),
+                }
             }
+        }
+        for (actor, batch) in per_shard {
+            let _ = actor.cast(AlertMsg::Events(batch));
         }
         self.scratch = batches;
     }
@@ -230,7 +246,8 @@ impl Actor for Router {
                         }
                         for (r, evs) in replaying.iter().zip(per) {
                             if !evs.is_empty() {
-                                let _ = r.actor.cast(AlertMsg::Events(evs));
+                                let id: Arc<str> = Arc::from(r.alert_id.as_str());
+                                let _ = r.actor.cast(AlertMsg::Events(vec![(id, evs)]));
                             }
                         }
                     }

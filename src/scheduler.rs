@@ -6,7 +6,7 @@
 //! after the commit are the deliveries handed to the dispatcher, so a notification is durable
 //! before its first attempt.
 
-use crate::alert::actor::{AlertMsg, TickOutput};
+use crate::alert::actor::{AlertMsg, ShardTick, TickOutput};
 use crate::config::Config;
 use crate::delivery::dispatcher::DispatcherMsg;
 use crate::destination::{self, Context};
@@ -24,7 +24,8 @@ pub struct TickInputs<'a> {
     pub store: &'a Store,
     pub router: &'a ActorRef<RouterMsg>,
     pub dispatcher: &'a ActorRef<DispatcherMsg>,
-    pub alerts: &'a [(String, ActorRef<AlertMsg>)],
+    /// The alert shards.
+    pub shards: &'a [ActorRef<AlertMsg>],
     pub config: &'a Config,
     pub removed: Vec<String>,
 }
@@ -43,30 +44,33 @@ pub struct TickReport {
 pub async fn tick(inputs: TickInputs<'_>, now: i64) -> Result<TickReport, String> {
     let through =
         ractor::call!(inputs.router, RouterMsg::Watermark).map_err(|e| format!("router: {e}"))?;
-    let mut outputs: Vec<TickOutput> = Vec::with_capacity(inputs.alerts.len());
+    let mut outputs: Vec<TickOutput> = Vec::new();
     let mut incomplete = false;
-    // Send every tick first, then collect: alerts evaluate in parallel.
-    let mut waiting = Vec::with_capacity(inputs.alerts.len());
-    for (id, actor) in inputs.alerts {
-        let (tx, rx) = ractor::concurrency::oneshot();
+    // Send every tick first, then collect: shards evaluate in parallel.
+    let mut waiting = Vec::with_capacity(inputs.shards.len());
+    for (n, shard) in inputs.shards.iter().enumerate() {
+        let (tx, rx) = ractor::concurrency::oneshot::<ShardTick>();
         let msg = AlertMsg::Tick {
             now_ms: now,
             through,
             reply: RpcReplyPort::from(tx),
         };
-        if actor.cast(msg).is_ok() {
-            waiting.push((id, rx));
+        if shard.cast(msg).is_ok() {
+            waiting.push((n, rx));
         } else {
             incomplete = true;
         }
     }
     let deadline = tokio::time::Instant::now() + TICK_CALL_TIMEOUT;
-    for (id, rx) in waiting {
+    for (n, rx) in waiting {
         match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(o)) => outputs.push(o),
+            Ok(Ok(t)) => {
+                incomplete |= t.incomplete;
+                outputs.extend(t.outputs);
+            }
             _ => {
                 incomplete = true;
-                tracing::warn!(alert = %id, "alert did not answer the tick");
+                tracing::warn!(shard = n, "alert shard did not answer the tick");
             }
         }
     }

@@ -1,19 +1,21 @@
 //! The supervisor: root of the actor tree, owner of the running configuration, and home of the
 //! scheduler's tick.
 //!
-//! It spawns the router, the journal, the delivery dispatcher and one alert actor per enabled
-//! alert, all linked to it. A crashed alert actor is restarted from its checkpoint plus inbox
-//! replay; a crash of the router, journal or dispatcher stops the daemon (systemd restarts it and
-//! recovery takes over). Ticks, reloads and restarts are all messages in this one mailbox, so a
+//! It spawns the router, the journal, the delivery dispatcher and a fixed set of alert shard
+//! actors (see `alert::actor` for why shards rather than one actor per alert), all linked to it.
+//! A crashed shard is restarted and its alerts rebuilt from their checkpoints plus inbox replay; a
+//! crash of the router, journal or dispatcher stops the daemon (systemd restarts it and recovery
+//! takes over). Ticks, reloads and restarts are all messages in this one mailbox, so a
 //! tick never races a reload.
 
-use crate::alert::actor::{AlertActor, AlertArgs, AlertMsg, AlertView};
-use crate::alert::AlertState;
+use crate::alert::actor::{
+    load_seed, registration, AlertActor, AlertMsg, AlertSeed, AlertView, ShardArgs,
+};
 use crate::clock::now_ms;
 use crate::config::{AlertSpec, Config};
 use crate::delivery::dispatcher::{Dispatcher, DispatcherArgs, DispatcherMsg};
 use crate::journal::{Journal, JournalArgs, JournalMsg};
-use crate::router::{Registration, Router, RouterArgs, RouterMsg};
+use crate::router::{Router, RouterArgs, RouterMsg};
 use crate::scheduler::{self, TickInputs};
 use crate::store::Store;
 use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -35,10 +37,22 @@ pub struct ReloadReport {
     pub restart_required: Vec<String>,
 }
 
-/// One configured alert and its actor (none when disabled).
+/// One configured alert; `live` when it runs in its shard (false when disabled).
 pub struct AlertEntry {
     pub spec: Arc<AlertSpec>,
-    pub actor: Option<ActorRef<AlertMsg>>,
+    pub live: bool,
+}
+
+/// Number of alert shards: enough to use every core at a tick, few enough that their fixed
+/// per-actor cost does not matter.
+const SHARDS: usize = 8;
+
+/// The shard an alert lives in: a stable hash of its id.
+fn shard_index(id: &str) -> usize {
+    let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    (h % SHARDS as u64) as usize
 }
 
 /// Messages the supervisor understands.
@@ -69,6 +83,7 @@ pub struct SupervisorState {
     journal: ActorRef<JournalMsg>,
     dispatcher: ActorRef<DispatcherMsg>,
     alerts: BTreeMap<String, AlertEntry>,
+    shards: Vec<ActorRef<AlertMsg>>,
     removed: Vec<String>,
     stopping: bool,
 }
@@ -76,19 +91,17 @@ pub struct SupervisorState {
 /// The supervisor actor.
 pub struct Supervisor;
 
-async fn spawn_alert(
+async fn spawn_shard(
     sup: &ActorCell,
-    spec: Arc<AlertSpec>,
     store: &Store,
-    applied_through: u64,
+    router: &ActorRef<RouterMsg>,
 ) -> Result<ActorRef<AlertMsg>, ActorProcessingErr> {
     let (actor, _) = Actor::spawn_linked(
         None,
         AlertActor,
-        AlertArgs {
-            spec,
+        ShardArgs {
             store: store.clone(),
-            applied_through,
+            router: router.clone(),
         },
         sup.clone(),
     )
@@ -96,34 +109,46 @@ async fn spawn_alert(
     Ok(actor)
 }
 
-fn registration(
-    spec: &AlertSpec,
-    actor: &ActorRef<AlertMsg>,
-    replay_after: Option<u64>,
-) -> Registration {
-    Registration {
-        alert_id: spec.id.clone(),
-        actor: actor.clone(),
-        workspace: spec.workspace.clone(),
-        scopes: AlertState::event_types(spec)
-            .into_iter()
-            .map(|t| {
-                let triggers = spec.triggers.iter().filter(|tr| tr.event == t);
-                let everywhere = !t.is_project_scoped()
-                    || spec
-                        .triggers
-                        .iter()
-                        .any(|tr| tr.event == t && tr.projects.is_empty());
-                let scope = (!everywhere).then(|| {
-                    let mut ps: Vec<String> = triggers.flat_map(|tr| tr.projects.clone()).collect();
-                    ps.sort();
-                    ps.dedup();
-                    ps
-                });
-                (t, scope)
-            })
-            .collect(),
-        replay_after,
+/// Puts an alert into its shard (replies once it is there).
+async fn add_to_shard(
+    shard: &ActorRef<AlertMsg>,
+    seed: AlertSeed,
+) -> Result<(), ActorProcessingErr> {
+    ractor::call!(shard, AlertMsg::Add, Box::new(seed))?;
+    Ok(())
+}
+
+impl SupervisorState {
+    fn shard_of(&self, id: &str) -> &ActorRef<AlertMsg> {
+        &self.shards[shard_index(id)]
+    }
+
+    /// Replaces shard `n` by a fresh one and rebuilds its live alerts from the store.
+    async fn rebuild_shard(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        n: usize,
+    ) -> Result<(), ActorProcessingErr> {
+        let old = self.shards[n].clone();
+        old.unlink(myself.get_cell());
+        old.stop(Some("rebuilding from the store".into()));
+        let shard = spawn_shard(&myself.get_cell(), &self.store, &self.router).await?;
+        self.shards[n] = shard.clone();
+        let mut regs = Vec::new();
+        let specs: Vec<Arc<AlertSpec>> = self
+            .alerts
+            .values()
+            .filter(|e| e.live && shard_index(&e.spec.id) == n)
+            .map(|e| e.spec.clone())
+            .collect();
+        for spec in specs {
+            let seed = load_seed(&self.store, spec.clone(), None).await?;
+            let applied = seed.applied_through;
+            add_to_shard(&shard, seed).await?;
+            regs.push(registration(&spec, &shard, Some(applied)));
+        }
+        ractor::call!(self.router, RouterMsg::Register, regs)?;
+        Ok(())
     }
 }
 
@@ -138,18 +163,19 @@ impl Actor for Supervisor {
         args: SupervisorArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let store = args.store.clone();
-        let (last_seq, applied, stored_ids) = tokio::task::spawn_blocking(move || {
+        let (last_seq, applied, mut checkpoints) = tokio::task::spawn_blocking(move || {
             Ok::<_, crate::store::StoreError>((
                 store.last_seq()?,
                 store.applied_through()?,
-                store.load_checkpoints()?.into_keys().collect::<Vec<_>>(),
+                store.load_checkpoints()?,
             ))
         })
         .await??;
         // State of alerts removed from the config while alertd was down: dropped at the first tick.
-        let removed: Vec<String> = stored_ids
-            .into_iter()
+        let removed: Vec<String> = checkpoints
+            .keys()
             .filter(|id| args.config.alert(id).is_none())
+            .cloned()
             .collect();
         let cell = myself.get_cell();
         let (router, _) = Actor::spawn_linked(
@@ -175,21 +201,28 @@ impl Actor for Supervisor {
         for spec in args.config.alerts.iter().filter(|a| a.tls_insecure) {
             tracing::warn!(alert = %spec.id, "TLS CERTIFICATE VERIFICATION IS OFF for this alert (tls_insecure = true): its notifications can be read and forged by anyone on the network path");
         }
+        let mut shards = Vec::with_capacity(SHARDS);
+        for _ in 0..SHARDS {
+            shards.push(spawn_shard(&cell, &args.store, &router).await?);
+        }
         let mut alerts = BTreeMap::new();
         let mut regs = Vec::new();
         for spec in &args.config.alerts {
-            let actor = if spec.enabled {
-                let a = spawn_alert(&cell, spec.clone(), &args.store, applied).await?;
-                regs.push(registration(spec, &a, Some(applied)));
-                Some(a)
-            } else {
-                None
-            };
+            if spec.enabled {
+                let shard = &shards[shard_index(&spec.id)];
+                let seed = AlertSeed {
+                    spec: spec.clone(),
+                    checkpoint: checkpoints.remove(&spec.id),
+                    applied_through: applied,
+                };
+                add_to_shard(shard, seed).await?;
+                regs.push(registration(spec, shard, Some(applied)));
+            }
             alerts.insert(
                 spec.id.clone(),
                 AlertEntry {
                     spec: spec.clone(),
-                    actor,
+                    live: spec.enabled,
                 },
             );
         }
@@ -213,6 +246,7 @@ impl Actor for Supervisor {
         )
         .await?;
         myself.send_after(args.config.engine.tick, || SupervisorMsg::Tick);
+        crate::memory::release_free_memory();
         Ok(SupervisorState {
             config: args.config,
             store: args.store,
@@ -220,6 +254,7 @@ impl Actor for Supervisor {
             journal,
             dispatcher,
             alerts,
+            shards,
             removed,
             stopping: false,
         })
@@ -241,15 +276,20 @@ impl Actor for Supervisor {
                 myself.send_after(state.config.engine.tick, || SupervisorMsg::Tick);
             }
             SupervisorMsg::Reload(config, reply) => {
-                let report = reload(&myself, state, Arc::new(*config)).await?;
+                let report = reload(state, Arc::new(*config)).await?;
+                crate::memory::release_free_memory();
                 let _ = reply.send(report);
             }
             SupervisorMsg::Alerts(reply) => {
                 let mut out = Vec::with_capacity(state.alerts.len());
                 for entry in state.alerts.values() {
-                    let view = match &entry.actor {
-                        Some(a) => ractor::call_t!(a, AlertMsg::View, 2000).ok(),
-                        None => None,
+                    let view = if entry.live {
+                        let shard = state.shard_of(&entry.spec.id);
+                        ractor::call_t!(shard, AlertMsg::View, 2000, entry.spec.id.clone())
+                            .ok()
+                            .flatten()
+                    } else {
+                        None
                     };
                     out.push((entry.spec.clone(), view));
                 }
@@ -295,27 +335,11 @@ impl Actor for Supervisor {
             _ => return Ok(()),
         };
         let id = cell.get_id();
-        let failed_alert = state
-            .alerts
-            .values()
-            .find(|e| e.actor.as_ref().is_some_and(|a| a.get_id() == id))
-            .map(|e| e.spec.clone());
-        match failed_alert {
-            Some(spec) if !state.stopping => {
-                tracing::error!(alert = %spec.id, reason = %reason, "alert actor died; restarting it from its checkpoint");
-                let store = state.store.clone();
-                let applied =
-                    tokio::task::spawn_blocking(move || store.applied_through()).await??;
-                let actor =
-                    spawn_alert(&myself.get_cell(), spec.clone(), &state.store, applied).await?;
-                ractor::call!(
-                    state.router,
-                    RouterMsg::Register,
-                    vec![registration(&spec, &actor, Some(applied))]
-                )?;
-                if let Some(e) = state.alerts.get_mut(&spec.id) {
-                    e.actor = Some(actor);
-                }
+        let failed_shard = state.shards.iter().position(|a| a.get_id() == id);
+        match failed_shard {
+            Some(n) if !state.stopping => {
+                tracing::error!(shard = n, reason = %reason, "alert shard died; restarting its alerts from their checkpoints");
+                state.rebuild_shard(&myself, n).await?;
             }
             Some(_) => {}
             None => {
@@ -342,17 +366,13 @@ async fn run_tick(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
 ) -> Result<(), ActorProcessingErr> {
-    let live: Vec<(String, ActorRef<AlertMsg>)> = state
-        .alerts
-        .values()
-        .filter_map(|e| e.actor.as_ref().map(|a| (e.spec.id.clone(), a.clone())))
-        .collect();
+    let shards = state.shards.clone();
     let removed = std::mem::take(&mut state.removed);
     let inputs = TickInputs {
         store: &state.store,
         router: &state.router,
         dispatcher: &state.dispatcher,
-        alerts: &live,
+        shards: &shards,
         config: &state.config,
         removed: removed.clone(),
     };
@@ -367,6 +387,7 @@ async fn run_tick(
         }
     }
     refresh_gauges(&state.store).await;
+    crate::memory::release_free_memory_now_and_then(now_ms());
     Ok(())
 }
 
@@ -387,30 +408,13 @@ async fn restart_all_alerts(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
 ) -> Result<(), ActorProcessingErr> {
-    let store = state.store.clone();
-    let applied = tokio::task::spawn_blocking(move || store.applied_through()).await??;
-    let mut regs = Vec::new();
-    for entry in state.alerts.values_mut() {
-        if let Some(old) = entry.actor.take() {
-            old.unlink(myself.get_cell());
-            old.stop(Some("reloading state from the store".into()));
-            let actor = spawn_alert(
-                &myself.get_cell(),
-                entry.spec.clone(),
-                &state.store,
-                applied,
-            )
-            .await?;
-            regs.push(registration(&entry.spec, &actor, Some(applied)));
-            entry.actor = Some(actor);
-        }
+    for n in 0..state.shards.len() {
+        state.rebuild_shard(myself, n).await?;
     }
-    ractor::call!(state.router, RouterMsg::Register, regs)?;
     Ok(())
 }
 
 async fn reload(
-    myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
     new: Arc<Config>,
 ) -> Result<ReloadReport, ActorProcessingErr> {
@@ -426,9 +430,8 @@ async fn reload(
     for id in old_ids {
         if new.alert(&id).is_none() {
             if let Some(entry) = state.alerts.remove(&id) {
-                if let Some(a) = entry.actor {
-                    a.unlink(myself.get_cell());
-                    a.stop(Some("removed from the config".into()));
+                if entry.live {
+                    state.shard_of(&id).cast(AlertMsg::Remove(id.clone()))?;
                 }
             }
             state.router.cast(RouterMsg::Unregister(id.clone()))?;
@@ -437,52 +440,44 @@ async fn reload(
         }
     }
     for spec in &new.alerts {
-        match state.alerts.get_mut(&spec.id) {
-            Some(entry) if entry.spec == *spec => report.unchanged += 1,
-            Some(entry) => {
-                report.changed.push(spec.id.clone());
-                match (&entry.actor, spec.enabled) {
-                    (Some(a), true) => {
-                        a.cast(AlertMsg::Reconfigure(spec.clone()))?;
-                        regs.push(registration(spec, a, None));
-                    }
-                    (Some(a), false) => {
-                        a.unlink(myself.get_cell());
-                        a.stop(Some("disabled".into()));
-                        state.router.cast(RouterMsg::Unregister(spec.id.clone()))?;
-                        entry.actor = None;
-                    }
-                    (None, true) => {
-                        let a =
-                            spawn_alert(&myself.get_cell(), spec.clone(), &state.store, watermark)
-                                .await?;
-                        regs.push(registration(spec, &a, None));
-                        entry.actor = Some(a);
-                    }
-                    (None, false) => {}
-                }
-                entry.spec = spec.clone();
-            }
-            None => {
-                report.added.push(spec.id.clone());
-                let actor = if spec.enabled {
-                    let a = spawn_alert(&myself.get_cell(), spec.clone(), &state.store, watermark)
-                        .await?;
-                    regs.push(registration(spec, &a, None));
-                    Some(a)
-                } else {
-                    None
-                };
-                state.removed.retain(|r| r != &spec.id);
-                state.alerts.insert(
-                    spec.id.clone(),
-                    AlertEntry {
-                        spec: spec.clone(),
-                        actor,
-                    },
-                );
-            }
+        let shard = state.shard_of(&spec.id).clone();
+        let (was_live, unchanged) = match state.alerts.get(&spec.id) {
+            Some(e) => (Some(e.live), e.spec == *spec),
+            None => (None, false),
+        };
+        if unchanged {
+            report.unchanged += 1;
+            continue;
         }
+        match (was_live, spec.enabled) {
+            (Some(true), true) => {
+                shard.cast(AlertMsg::Reconfigure(spec.clone()))?;
+                regs.push(registration(spec, &shard, None));
+            }
+            (Some(true), false) => {
+                shard.cast(AlertMsg::Remove(spec.id.clone()))?;
+                state.router.cast(RouterMsg::Unregister(spec.id.clone()))?;
+            }
+            (_, true) => {
+                let seed = load_seed(&state.store, spec.clone(), Some(watermark)).await?;
+                add_to_shard(&shard, seed).await?;
+                regs.push(registration(spec, &shard, None));
+            }
+            (_, false) => {}
+        }
+        if was_live.is_some() {
+            report.changed.push(spec.id.clone());
+        } else {
+            report.added.push(spec.id.clone());
+            state.removed.retain(|r| r != &spec.id);
+        }
+        state.alerts.insert(
+            spec.id.clone(),
+            AlertEntry {
+                spec: spec.clone(),
+                live: spec.enabled,
+            },
+        );
     }
     if !regs.is_empty() {
         ractor::call!(state.router, RouterMsg::Register, regs)?;
