@@ -325,6 +325,11 @@ pub struct AlertSpec {
     pub triggers: Vec<TriggerSpec>,
 }
 
+/// The running configuration, as every long-lived part reads it: one source of truth, replaced
+/// as a whole by a reload (`tokio::sync::watch`), so a setting is never applied in one place and
+/// stale in another.
+pub type LiveConfig = tokio::sync::watch::Receiver<std::sync::Arc<Config>>;
+
 /// The whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use ractor::Actor;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Tells systemd the engine is alive; called from the tick, so a wedged engine stops pinging.
@@ -49,12 +49,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(path = %store.path().display(), alerts = config.alerts.len(), "store open");
     let config = Arc::new(config);
+    let (config_tx, live) = tokio::sync::watch::channel(config.clone());
     let queued = Arc::new(AtomicUsize::new(0));
     let (supervisor, sup_handle) = Actor::spawn(
         None,
         Supervisor,
         SupervisorArgs {
-            config: config.clone(),
+            config: config_tx,
             store: store.clone(),
             queued: queued.clone(),
         },
@@ -70,7 +71,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         supervisor: supervisor.clone(),
         journal,
         store,
-        config: RwLock::new(config.clone()),
+        config: live,
         config_path: config_path.to_path_buf(),
         queued,
         accepting: AtomicBool::new(true),

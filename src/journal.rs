@@ -36,7 +36,9 @@ pub enum JournalMsg {
 pub struct JournalArgs {
     pub store: Store,
     pub router: ActorRef<RouterMsg>,
-    pub dedup_window_ms: i64,
+    /// The running config: the de-duplication window is read at each commit, so a reload
+    /// applies to ingest and to expiry at the same moment.
+    pub config: crate::config::LiveConfig,
     /// Events accepted by handlers but not yet committed; ingest refuses with 503 above a limit.
     pub queued: Arc<AtomicUsize>,
 }
@@ -79,7 +81,7 @@ fn start_commit(myself: &ActorRef<JournalMsg>, state: &mut JournalState) {
         requests.push(events);
     }
     let store = state.args.store.clone();
-    let window = state.args.dedup_window_ms;
+    let window = state.args.config.borrow().ingest.dedup_window.as_millis() as i64;
     let me = myself.clone();
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();

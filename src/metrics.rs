@@ -29,6 +29,48 @@ struct Metrics {
     reload_ok: Gauge,
     reload_time: Gauge<f64, AtomicU64>,
     build_info: Family<Labels, Gauge>,
+    engine: EngineMetrics,
+}
+
+/// The actor tree's own health.
+struct EngineMetrics {
+    tick: Histogram,
+    actors: Family<Labels, Gauge>,
+    restarts: Family<Labels, Counter>,
+    failed: Gauge,
+}
+
+fn engine_metrics(registry: &mut Registry) -> EngineMetrics {
+    let tick = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+    registry.register(
+        "tick_seconds",
+        "Duration of one scheduler tick: fan-out, gathering, commit",
+        tick.clone(),
+    );
+    let actors = Family::<Labels, Gauge>::default();
+    registry.register(
+        "actors",
+        "Running actors by kind (alert, sender, scheduler)",
+        actors.clone(),
+    );
+    let restarts = Family::<Labels, Counter>::default();
+    registry.register(
+        "alert_restarts",
+        "Restarts of an alert's actor after it died",
+        restarts.clone(),
+    );
+    let failed = Gauge::default();
+    registry.register(
+        "alerts_failed",
+        "Alerts stopped after too many restarts (retried at the next reload)",
+        failed.clone(),
+    );
+    EngineMetrics {
+        tick,
+        actors,
+        restarts,
+        failed,
+    }
 }
 
 static M: LazyLock<Metrics> = LazyLock::new(|| {
@@ -111,7 +153,9 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
     build_info
         .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
         .set(1);
+    let engine = engine_metrics(&mut registry);
     Metrics {
+        engine,
         registry,
         events,
         journal_commit,
@@ -193,6 +237,32 @@ pub fn config_reload(ok: bool) {
     if ok {
         M.reload_time.set(crate::clock::now_ms() as f64 / 1000.0);
     }
+}
+
+/// Observes one scheduler tick.
+pub fn tick_seconds(seconds: f64) {
+    M.engine.tick.observe(seconds);
+}
+
+/// Sets the number of running actors of one kind.
+pub fn set_actors(kind: &'static str, n: usize) {
+    M.engine
+        .actors
+        .get_or_create(&vec![("kind", kind.to_string())])
+        .set(n as i64);
+}
+
+/// Counts a restart of an alert's actor.
+pub fn alert_restart(alert: &str) {
+    M.engine
+        .restarts
+        .get_or_create(&vec![("alert", alert.to_string())])
+        .inc();
+}
+
+/// Sets the number of failed alerts.
+pub fn set_alerts_failed(n: usize) {
+    M.engine.failed.set(n as i64);
 }
 
 /// The Prometheus text exposition of every metric.

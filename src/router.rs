@@ -2,9 +2,14 @@
 //!
 //! The index maps (workspace, event type, project) to alert actors, so an event reaches only the
 //! alerts whose scope could include it — with thousands of project-scoped alerts, routing stays
-//! proportional to the alerts that match. The alert re-checks its scope (cheaply) itself. The router is also the one place that replays the inbox to alerts that (re)start, so
-//! replay and live traffic can never interleave out of order: a registration is handled between
-//! two `Route` messages, replays everything committed so far, and only then joins the index.
+//! proportional to the alerts that match. Each alert gets one message per batch holding its
+//! share of the batch (events are `Arc`s, never copied). The alert re-checks its scope itself.
+//!
+//! The router is also the one place that replays the inbox to alerts that (re)start, so replay
+//! and live traffic never interleave out of order: a registration is handled between two `Route`
+//! messages, replays everything routed so far into the new actor's mailbox, sends it
+//! [`AlertMsg::Replayed`], and only then joins the index. A (re)started alert therefore sees
+//! replay, then the marker, then live events, in sequence order with nothing skipped.
 
 use crate::alert::actor::AlertMsg;
 use crate::event::{Event, EventType};
@@ -16,10 +21,7 @@ use std::sync::Arc;
 /// Events with their inbox sequence numbers.
 pub type Routed = Vec<(u64, Arc<Event>)>;
 
-/// Events for several alerts of one shard, by alert id.
-pub type ShardBatch = Vec<(Arc<str>, Routed)>;
-
-/// An alert joining the index, with the shard actor that holds it.
+/// An alert joining the index, with its actor.
 pub struct Registration {
     pub alert_id: String,
     pub actor: ActorRef<AlertMsg>,
@@ -27,7 +29,8 @@ pub struct Registration {
     /// Per event type: `None` takes every project, `Some` only events of these projects (names
     /// or ids).
     pub scopes: Vec<(EventType, Option<Vec<String>>)>,
-    /// Replay inbox events after this sequence number; `None` joins live only.
+    /// Replay inbox events after this sequence number, then send [`AlertMsg::Replayed`];
+    /// `None` (a re-registration of a running actor after a reload) joins live only.
     pub replay_after: Option<u64>,
 }
 
@@ -64,7 +67,7 @@ pub struct RouterState {
     /// alert id → (workspace, event types, slot).
     members: HashMap<String, (String, Vec<EventType>, usize)>,
     /// The actor in each slot; `None` for a free slot.
-    slots: Vec<Option<(Arc<str>, ActorRef<AlertMsg>)>>,
+    slots: Vec<Option<ActorRef<AlertMsg>>>,
     free: Vec<usize>,
     scratch: Vec<Routed>,
 }
@@ -99,12 +102,11 @@ impl RouterState {
     fn register(&mut self, r: Registration) {
         let slot = match self.free.pop() {
             Some(s) => {
-                self.slots[s] = Some((Arc::from(r.alert_id.as_str()), r.actor.clone()));
+                self.slots[s] = Some(r.actor.clone());
                 s
             }
             None => {
-                self.slots
-                    .push(Some((Arc::from(r.alert_id.as_str()), r.actor.clone())));
+                self.slots.push(Some(r.actor.clone()));
                 self.slots.len() - 1
             }
         };
@@ -153,25 +155,30 @@ impl RouterState {
                 }
             }
         }
-        // One message per shard, not per alert: a burst reaching thousands of alerts costs a
-        // handful of mailbox entries.
-        let mut per_shard: Vec<(ActorRef<AlertMsg>, ShardBatch)> = Vec::new();
+        // One message per alert per batch, whatever the batch size.
         for slot in touched {
             let evs = std::mem::take(&mut batches[slot]);
-            if let Some((id, actor)) = &self.slots[slot] {
-                match per_shard
-                    .iter_mut()
-                    .find(|(a, _)| a.get_id() == actor.get_id())
-                {
-                    Some((_, v)) => v.push((id.clone(), evs)),
-                    None => per_shard.push((actor.clone(), vec![(id.clone(), evs)])),
-                }
+            if let Some(actor) = &self.slots[slot] {
+                let _ = actor.cast(AlertMsg::Events(evs));
             }
         }
-        for (actor, batch) in per_shard {
-            let _ = actor.cast(AlertMsg::Events(batch));
-        }
         self.scratch = batches;
+    }
+}
+
+/// Reads one replay chunk, retrying while the store is failing: a storage error must not stop the
+/// router (and with it the daemon); the store reopens itself and the replay resumes where it was.
+async fn read_chunk_retrying(store: &Store, after: u64) -> Vec<(u64, Event)> {
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.read_inbox(after, REPLAY_CHUNK)).await {
+            Ok(Ok(chunk)) => return chunk,
+            Ok(Err(e)) => tracing::error!(error = %e, "replay cannot read the inbox; retrying"),
+            Err(e) => tracing::error!(error = %e, "replay read task failed; retrying"),
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(5));
     }
 }
 
@@ -219,11 +226,7 @@ impl Actor for Router {
                 if let Some(from) = replaying.iter().filter_map(|r| r.replay_after).min() {
                     let mut after = from;
                     while after < state.routed_through {
-                        let store = state.store.clone();
-                        let chunk = tokio::task::spawn_blocking(move || {
-                            store.read_inbox(after, REPLAY_CHUNK)
-                        })
-                        .await??;
+                        let chunk = read_chunk_retrying(&state.store, after).await;
                         if chunk.is_empty() {
                             break;
                         }
@@ -246,11 +249,13 @@ impl Actor for Router {
                         }
                         for (r, evs) in replaying.iter().zip(per) {
                             if !evs.is_empty() {
-                                let id: Arc<str> = Arc::from(r.alert_id.as_str());
-                                let _ = r.actor.cast(AlertMsg::Events(vec![(id, evs)]));
+                                let _ = r.actor.cast(AlertMsg::Events(evs));
                             }
                         }
                     }
+                }
+                for r in &replaying {
+                    let _ = r.actor.cast(AlertMsg::Replayed(state.routed_through));
                 }
                 for r in regs {
                     state.register(r);

@@ -1,124 +1,358 @@
-//! The scheduler: every `engine.tick` it evaluates all alerts and commits the result atomically.
+//! The scheduler actor: every `engine.tick` it has every alert evaluate, and commits what they
+//! decided in one transaction before anything is sent.
 //!
-//! One tick is: ask the router how far it has routed, ask every alert to evaluate (they have all
-//! events up to that point in their mailboxes), then commit in one transaction the changed
-//! checkpoints, the new outbox rows and the pruning of inbox events every alert has applied. Only
-//! after the commit are the deliveries handed to the dispatcher, so a notification is durable
-//! before its first attempt.
+//! One tick: ask the router for its watermark (every event up to it is in the alerts' mailboxes),
+//! cast `Tick` to every alert actor at once — they evaluate in parallel and answer into one
+//! channel the scheduler owns — gather the answers until all are in or [`TICK_WAIT`] passes, then
+//! commit the checkpoints and the new outbox rows in one durable transaction, and only then hand
+//! the deliveries to the dispatcher. So a notification is in the outbox before its first attempt.
+//!
+//! What is never lost:
+//! - An answer that misses the deadline stays in the channel and is committed with the next tick
+//!   (the alert already moved on from it); until then that alert's durable point does not move,
+//!   so the inbox is not pruned past it.
+//! - A commit that fails keeps its outputs and commits them with the next tick (the outbox rows
+//!   are keyed by notification id, so rewriting one that did reach the disk is harmless).
+//! - Answers of an incarnation that died, or of an alert removed by a reload, are discarded under
+//!   the registry lock (see [`crate::alert::supervisor`]): the new incarnation re-derives them.
+//!
+//! Pruning runs after the commit, in small unsynced steps (`Store::prune_step`), up to the
+//! lowest durable point of the running alerts, so a tick never holds the single redb writer for
+//! long while the journal waits.
+//!
+//! Ticks and reloads: a reload reaches alerts as messages in their own mailboxes (ordered with
+//! ticks there) and removes alerts under the registry lock (ordered with commits there); the
+//! scheduler never waits for the alert supervisor, so the two cannot deadlock.
 
-use crate::alert::actor::{AlertMsg, ShardTick, TickOutput};
-use crate::config::Config;
+use crate::alert::actor::{AlertMsg, TickOutput, TickReply, TickRequest};
+use crate::alert::supervisor::SharedRegistry;
+use crate::clock::now_ms;
+use crate::config::LiveConfig;
 use crate::delivery::dispatcher::DispatcherMsg;
 use crate::destination::{self, Context};
 use crate::metrics;
 use crate::router::RouterMsg;
 use crate::store::{Store, TickCommit};
-use ractor::{ActorRef, RpcReplyPort};
-use std::time::Duration;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
-/// How long one alert may take to answer a tick before the tick goes on without it.
-const TICK_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a tick waits for the alerts' answers before it commits those it has.
+pub const TICK_WAIT: Duration = Duration::from_secs(10);
 
-/// The parts of the system a tick talks to.
-pub struct TickInputs<'a> {
-    pub store: &'a Store,
-    pub router: &'a ActorRef<RouterMsg>,
-    pub dispatcher: &'a ActorRef<DispatcherMsg>,
-    /// The alert shards.
-    pub shards: &'a [ActorRef<AlertMsg>],
-    pub config: &'a Config,
-    pub removed: Vec<String>,
+/// Inbox rows (and expired client ids) deleted per housekeeping step.
+const PRUNE_STEP_ROWS: usize = 20_000;
+
+/// Messages the scheduler understands.
+pub enum SchedulerMsg {
+    /// The periodic tick.
+    Tick,
+    /// A last tick at shutdown; replies when it is committed. No tick runs after it.
+    Final(RpcReplyPort<()>),
+    /// The housekeeping task finished.
+    Pruned,
 }
 
-/// The outcome of a tick, for logging and tests.
+/// Start-up arguments.
+pub struct SchedulerArgs {
+    /// The channel every alert answers ticks into (the alert supervisor reports deaths there).
+    pub reply_to: mpsc::UnboundedSender<TickReply>,
+    pub replies: mpsc::UnboundedReceiver<TickReply>,
+    pub store: Store,
+    pub router: ActorRef<RouterMsg>,
+    pub dispatcher: ActorRef<DispatcherMsg>,
+    pub registry: SharedRegistry,
+    pub config: LiveConfig,
+}
+
+pub struct SchedulerState {
+    store: Store,
+    router: ActorRef<RouterMsg>,
+    dispatcher: ActorRef<DispatcherMsg>,
+    registry: SharedRegistry,
+    config: LiveConfig,
+    tick_no: u64,
+    tx: mpsc::UnboundedSender<TickReply>,
+    rx: mpsc::UnboundedReceiver<TickReply>,
+    /// Outputs whose commit failed, committed with the next tick.
+    uncommitted: Vec<(u64, TickOutput)>,
+    /// Firing triggers per alert, as of each alert's last answer.
+    firing: HashMap<String, usize>,
+    pruning: bool,
+    stopping: bool,
+}
+
+/// The scheduler actor.
+pub struct Scheduler;
+
+/// The outcome of a tick, for logs.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TickReport {
     pub notifications: usize,
+    pub late: usize,
     pub committed: bool,
-    /// Some alert did not answer; the inbox was not pruned past it.
-    pub incomplete: bool,
 }
 
-/// Runs one tick at `now`. A failed commit is returned as an error: the alerts' in-memory state
-/// is then ahead of the store and must be reloaded.
-pub async fn tick(inputs: TickInputs<'_>, now: i64) -> Result<TickReport, String> {
-    let through =
-        ractor::call!(inputs.router, RouterMsg::Watermark).map_err(|e| format!("router: {e}"))?;
-    let mut outputs: Vec<TickOutput> = Vec::new();
-    let mut incomplete = false;
-    // Send every tick first, then collect: shards evaluate in parallel.
-    let mut waiting = Vec::with_capacity(inputs.shards.len());
-    for (n, shard) in inputs.shards.iter().enumerate() {
-        let (tx, rx) = ractor::concurrency::oneshot::<ShardTick>();
-        let msg = AlertMsg::Tick {
+impl SchedulerState {
+    /// Casts the tick to every running alert and gathers the answers.
+    async fn gather(&mut self, now: i64, through: u64) -> (Vec<TickReply>, usize) {
+        self.tick_no += 1;
+        let actors: Vec<(ActorRef<AlertMsg>, String, u64)> = {
+            let reg = self.registry.lock().await;
+            reg.members
+                .iter()
+                .filter_map(|(id, m)| m.actor.clone().map(|a| (a, id.clone(), m.generation)))
+                .collect()
+        };
+        let req = TickRequest {
+            tick_no: self.tick_no,
             now_ms: now,
             through,
-            reply: RpcReplyPort::from(tx),
+            reply: self.tx.clone(),
         };
-        if shard.cast(msg).is_ok() {
-            waiting.push((n, rx));
+        let mut waiting: std::collections::HashSet<(String, u64)> = actors
+            .into_iter()
+            .filter(|(a, _, _)| a.cast(AlertMsg::Tick(req.clone())).is_ok())
+            .map(|(_, id, g)| (id, g))
+            .collect();
+        drop(req);
+        let mut replies = Vec::with_capacity(waiting.len());
+        let deadline = tokio::time::Instant::now() + TICK_WAIT;
+        while !waiting.is_empty() {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(r)) => {
+                    if r.tick_no == self.tick_no || r.died {
+                        waiting.remove(&(r.alert_id.to_string(), r.generation));
+                    }
+                    replies.push(r);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let missing = waiting.len();
+        // Answers that arrived after an earlier deadline, or from alerts that died meanwhile.
+        while let Ok(r) = self.rx.try_recv() {
+            replies.push(r);
+        }
+        (replies, missing)
+    }
+
+    async fn tick(&mut self, myself: &ActorRef<SchedulerMsg>) -> TickReport {
+        let started = Instant::now();
+        let now = now_ms();
+        let mut report = TickReport::default();
+        let through = match self
+            .router
+            .call(RouterMsg::Watermark, Some(TICK_WAIT))
+            .await
+        {
+            Ok(ractor::rpc::CallResult::Success(w)) => w,
+            other => {
+                tracing::error!(result = ?other.map(|_| ()), "router did not answer; tick skipped");
+                return report;
+            }
+        };
+        let (replies, missing) = self.gather(now, through).await;
+        report.late = missing;
+        if missing > 0 {
+            tracing::warn!(
+                alerts = missing,
+                "alerts did not answer the tick in time; their answers are committed later"
+            );
+        }
+        let config = self.config.borrow().clone();
+        let ctx = Context::for_host(config.delivery.max_retries);
+        // The fence: no restart or removal between filtering and committing.
+        let mut registry = self.registry.clone().lock_owned().await;
+        let mut outputs = std::mem::take(&mut self.uncommitted);
+        outputs.extend(
+            replies
+                .into_iter()
+                .filter_map(|r| r.output.map(|o| (r.generation, o))),
+        );
+        outputs.retain(|(g, o)| {
+            registry
+                .members
+                .get(&o.spec.id)
+                .is_some_and(|m| m.generation == *g)
+        });
+        let mut checkpoints: HashMap<&str, &Vec<u8>> = HashMap::new();
+        let mut commit = TickCommit::default();
+        self.firing
+            .retain(|id, _| registry.members.contains_key(id));
+        for (_, o) in &outputs {
+            self.firing.insert(o.spec.id.clone(), o.firing);
+            if let Some(cp) = &o.checkpoint {
+                checkpoints.insert(&o.spec.id, cp);
+            }
+            for n in &o.notifications {
+                tracing::info!(alert = %n.alert_id, delivery = %n.id, event_type = %n.event_type,
+                    state = n.state.as_str(), events = n.event_count, "notification decided");
+                metrics::notification(&n.alert_id, n.state.as_str());
+                commit
+                    .deliveries
+                    .push(destination::prepare(n, &o.spec, &ctx));
+            }
+        }
+        commit.checkpoints = checkpoints
+            .into_iter()
+            .map(|(id, cp)| (id.to_string(), cp.clone()))
+            .collect();
+        let committed = if commit.checkpoints.is_empty() && commit.deliveries.is_empty() {
+            Ok(commit)
         } else {
-            incomplete = true;
-        }
-    }
-    let deadline = tokio::time::Instant::now() + TICK_CALL_TIMEOUT;
-    for (n, rx) in waiting {
-        match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(t)) => {
-                incomplete |= t.incomplete;
-                outputs.extend(t.outputs);
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.commit_tick(&commit).map(|_| commit))
+                .await
+            {
+                Ok(Ok(c)) => Ok(c),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
             }
-            _ => {
-                incomplete = true;
-                tracing::warn!(shard = n, "alert shard did not answer the tick");
+        };
+        match committed {
+            Ok(commit) => {
+                report.committed = true;
+                report.notifications = commit.deliveries.len();
+                for (g, o) in &outputs {
+                    if let Some(m) = registry.members.get_mut(&o.spec.id) {
+                        if m.generation == *g {
+                            m.durable_seq = m.durable_seq.max(o.applied_seq);
+                        }
+                    }
+                }
+                let prune_to = registry.prune_point().unwrap_or(through);
+                drop(registry);
+                if !commit.deliveries.is_empty() {
+                    let _ = self
+                        .dispatcher
+                        .cast(DispatcherMsg::Enqueue(commit.deliveries));
+                }
+                self.start_pruning(myself, prune_to, now, &config);
+            }
+            Err(e) => {
+                drop(registry);
+                tracing::error!(error = %e, outputs = outputs.len(),
+                    "tick commit failed; its decisions are kept and committed with the next tick");
+                self.uncommitted = outputs;
             }
         }
+        metrics::set_alerts_firing(self.firing.values().sum());
+        metrics::tick_seconds(started.elapsed().as_secs_f64());
+        report
     }
-    let ctx = Context::for_host(inputs.config.delivery.max_retries);
-    let mut commit = TickCommit {
-        prune_through: (!incomplete).then_some(through),
-        expire_ids_before_ms: now - inputs.config.ingest.dedup_window.as_millis() as i64,
-        remove_checkpoints: inputs.removed,
-        ..TickCommit::default()
-    };
-    let mut firing = 0;
-    for o in &outputs {
-        firing += o.firing;
-        if let Some(cp) = &o.checkpoint {
-            commit.checkpoints.push((o.spec.id.clone(), cp.clone()));
+
+    fn start_pruning(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        through: u64,
+        now: i64,
+        config: &crate::config::Config,
+    ) {
+        if self.pruning {
+            return;
         }
-        for n in &o.notifications {
-            tracing::info!(alert = %n.alert_id, delivery = %n.id, event_type = %n.event_type,
-                state = n.state.as_str(), events = n.event_count, "notification decided");
-            metrics::notification(&n.alert_id, n.state.as_str());
-            commit
-                .deliveries
-                .push(destination::prepare(n, &o.spec, &ctx));
+        self.pruning = true;
+        let store = self.store.clone();
+        let expire_before = now - config.ingest.dedup_window.as_millis() as i64;
+        let me = myself.clone();
+        tokio::spawn(async move {
+            loop {
+                let s = store.clone();
+                let step = tokio::task::spawn_blocking(move || {
+                    s.prune_step(through, expire_before, PRUNE_STEP_ROWS)
+                })
+                .await;
+                match step {
+                    Ok(Ok(false)) => tokio::task::yield_now().await,
+                    Ok(Ok(true)) => break,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "inbox pruning failed; retried next tick");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "inbox pruning task failed");
+                        break;
+                    }
+                }
+            }
+            refresh_gauges(&store).await;
+            let _ = me.cast(SchedulerMsg::Pruned);
+        });
+    }
+}
+
+async fn refresh_gauges(store: &Store) {
+    let store = store.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Ok(n) = store.inbox_len() {
+            metrics::set_inbox_size(n);
         }
+        if let Ok((_, dead)) = store.delivery_counts() {
+            metrics::set_dead_letters(dead);
+        }
+    })
+    .await;
+}
+
+impl Actor for Scheduler {
+    type Msg = SchedulerMsg;
+    type State = SchedulerState;
+    type Arguments = SchedulerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SchedulerArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        myself.send_after(args.config.borrow().engine.tick, || SchedulerMsg::Tick);
+        metrics::set_actors("scheduler", 1);
+        Ok(SchedulerState {
+            store: args.store,
+            router: args.router,
+            dispatcher: args.dispatcher,
+            registry: args.registry,
+            config: args.config,
+            tx: args.reply_to,
+            rx: args.replies,
+            tick_no: 0,
+            uncommitted: Vec::new(),
+            firing: HashMap::new(),
+            pruning: false,
+            stopping: false,
+        })
     }
-    metrics::set_alerts_firing(firing);
-    let report = TickReport {
-        notifications: commit.deliveries.len(),
-        committed: true,
-        incomplete,
-    };
-    if commit.checkpoints.is_empty()
-        && commit.deliveries.is_empty()
-        && commit.remove_checkpoints.is_empty()
-        && commit.prune_through.is_none()
-    {
-        return Ok(report);
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SchedulerMsg::Tick => {
+                if state.stopping {
+                    return Ok(());
+                }
+                state.tick(&myself).await;
+                crate::daemon::watchdog_ping();
+                crate::memory::release_free_memory_now_and_then(now_ms());
+                let every = state.config.borrow().engine.tick;
+                myself.send_after(every, || SchedulerMsg::Tick);
+            }
+            SchedulerMsg::Final(reply) => {
+                state.stopping = true;
+                let r = state.tick(&myself).await;
+                if !r.committed {
+                    tracing::error!(
+                        "final tick not committed; state will be recovered at next start"
+                    );
+                }
+                let _ = reply.send(());
+            }
+            SchedulerMsg::Pruned => state.pruning = false,
+        }
+        Ok(())
     }
-    let store = inputs.store.clone();
-    let commit = tokio::task::spawn_blocking(move || store.commit_tick(&commit).map(|_| commit))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-    if !commit.deliveries.is_empty() {
-        inputs
-            .dispatcher
-            .cast(DispatcherMsg::Enqueue(commit.deliveries))
-            .map_err(|e| format!("dispatcher: {e}"))?;
-    }
-    Ok(report)
 }

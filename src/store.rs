@@ -93,13 +93,10 @@ pub struct AppendOutcome {
 pub struct TickCommit {
     pub checkpoints: Vec<(String, Vec<u8>)>,
     pub deliveries: Vec<Delivery>,
-    /// Inbox entries with a sequence number at or below this have been applied by every alert.
-    pub prune_through: Option<u64>,
-    /// Client ids accepted before this time (epoch ms) no longer de-duplicate.
-    pub expire_ids_before_ms: i64,
-    /// Checkpoints of alerts no longer configured.
-    pub remove_checkpoints: Vec<String>,
 }
+
+/// Raw checkpoints (in the order asked) and the point every alert has applied the inbox through.
+pub type Seeds = (Vec<Option<Vec<u8>>>, u64);
 
 /// The result of one delivery attempt, to be recorded.
 #[derive(Debug, Clone)]
@@ -372,7 +369,8 @@ impl Store {
         })
     }
 
-    /// Commits one tick: checkpoints, new outbox rows, inbox pruning and id expiry, atomically.
+    /// Commits one tick: checkpoints and new outbox rows, atomically and durably. Pruning is
+    /// not part of it (see [`Store::prune_step`]), so a tick's transaction stays small.
     pub fn commit_tick(&self, tick: &TickCommit) -> Result<(), StoreError> {
         self.with(|db| {
             let txn = durable(db)?;
@@ -381,32 +379,119 @@ impl Store {
                 for (id, bytes) in &tick.checkpoints {
                     state.insert(id.as_str(), bytes.as_slice())?;
                 }
-                for id in &tick.remove_checkpoints {
-                    state.remove(id.as_str())?;
-                }
                 let mut outbox = txn.open_table(OUTBOX)?;
                 for d in &tick.deliveries {
                     outbox.insert(d.key(), codec::encode(d).as_slice())?;
-                }
-                if let Some(through) = tick.prune_through {
-                    txn.open_table(META)?.insert(META_APPLIED, through)?;
-                    let mut inbox = txn.open_table(INBOX)?;
-                    inbox.retain_in(..=through, |_, _| false)?;
-                }
-                let mut id_times = txn.open_table(INGEST_ID_TIMES)?;
-                let mut ids = txn.open_table(INGEST_IDS)?;
-                let expired: Vec<(i64, String)> = id_times
-                    .range((i64::MIN, "")..(tick.expire_ids_before_ms, ""))?
-                    .map(|r| r.map(|(k, _)| (k.value().0, k.value().1.to_string())))
-                    .collect::<Result<_, _>>()?;
-                for (at, key) in expired {
-                    id_times.remove((at, key.as_str()))?;
-                    ids.remove(key.as_str())?;
                 }
             }
             txn.commit()?;
             Ok(())
         })
+    }
+
+    /// One bounded step of housekeeping: records that every alert has applied the inbox through
+    /// `through`, deletes at most `max_rows` inbox rows at or below it, and forgets at most
+    /// `max_rows` client ids accepted before `expire_ids_before_ms`. Returns true when nothing is
+    /// left to do. The step is not fsynced on its own: if it is lost in a crash, the rows are
+    /// replayed and skipped (alerts ignore sequences they applied) and deleted again; the next
+    /// journal commit makes it durable. Small steps keep the journal's wait for the single redb
+    /// writer short, however far behind pruning is.
+    pub fn prune_step(
+        &self,
+        through: u64,
+        expire_ids_before_ms: i64,
+        max_rows: usize,
+    ) -> Result<bool, StoreError> {
+        self.with(|db| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::None)?;
+            let done;
+            {
+                let mut meta = txn.open_table(META)?;
+                let applied = meta.get(META_APPLIED)?.map(|v| v.value()).unwrap_or(0);
+                if through > applied {
+                    meta.insert(META_APPLIED, through)?;
+                }
+                let mut inbox = txn.open_table(INBOX)?;
+                let last = inbox
+                    .range(..=through)?
+                    .take(max_rows)
+                    .last()
+                    .transpose()?
+                    .map(|(k, _)| k.value());
+                let rows_done = match last {
+                    None => true,
+                    Some(k) => {
+                        inbox.retain_in(..=k, |_, _| false)?;
+                        k == through || inbox.range(..=through)?.next().is_none()
+                    }
+                };
+                let mut id_times = txn.open_table(INGEST_ID_TIMES)?;
+                let mut ids = txn.open_table(INGEST_IDS)?;
+                let expired: Vec<(i64, String)> = id_times
+                    .range((i64::MIN, "")..(expire_ids_before_ms, ""))?
+                    .take(max_rows)
+                    .map(|r| r.map(|(k, _)| (k.value().0, k.value().1.to_string())))
+                    .collect::<Result<_, _>>()?;
+                let ids_done = expired.len() < max_rows;
+                for (at, key) in expired {
+                    id_times.remove((at, key.as_str()))?;
+                    ids.remove(key.as_str())?;
+                }
+                done = rows_done && ids_done;
+            }
+            txn.commit()?;
+            Ok(done)
+        })
+    }
+
+    /// The seeds of several alerts, read in one transaction: their checkpoints and the point
+    /// every alert has applied through. One transaction, so no prune can fall between the two.
+    pub fn load_seeds(&self, ids: &[String]) -> Result<Seeds, StoreError> {
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(ALERT_STATE)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(table.get(id.as_str())?.map(|v| v.value().to_vec()));
+            }
+            let applied = txn
+                .open_table(META)?
+                .get(META_APPLIED)?
+                .map(|v| v.value())
+                .unwrap_or(0);
+            Ok((out, applied))
+        })
+    }
+
+    /// Deletes the checkpoints of these alerts.
+    pub fn remove_checkpoints(&self, ids: &[String]) -> Result<(), StoreError> {
+        self.with(|db| {
+            let txn = durable(db)?;
+            {
+                let mut state = txn.open_table(ALERT_STATE)?;
+                for id in ids {
+                    state.remove(id.as_str())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// Deletes every checkpoint whose alert is not in `keep` (alerts removed while alertd was
+    /// down).
+    pub fn retain_checkpoints(&self, keep: &[String]) -> Result<(), StoreError> {
+        let keep: std::collections::HashSet<&str> = keep.iter().map(String::as_str).collect();
+        let stale: Vec<String> = self
+            .load_checkpoints()?
+            .into_keys()
+            .filter(|id| !keep.contains(id.as_str()))
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        self.remove_checkpoints(&stale)
     }
 
     /// Every pending delivery, for the dispatcher's queue at start.

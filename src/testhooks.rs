@@ -1,20 +1,55 @@
 //! Fault injection for crash tests, off unless an environment variable names it.
 //!
-//! `TESTHOOK_ALERTD_PANIC=<alert id>` makes that alert's actor panic at its next tick, once per
-//! process, so tests can prove the supervisor restarts it from its checkpoint without affecting
-//! other alerts. The variable is read once; it costs one atomic load per tick otherwise.
+//! - `TESTHOOK_ALERTD_PANIC=<alert id>` makes that alert's actor panic at its next tick, once per
+//!   process, so tests can prove the supervisor restarts it from its checkpoint without affecting
+//!   other alerts.
+//! - `TESTHOOK_ALERTD_PANIC_APPLY=<alert id>:<n>` makes that alert's actor panic while applying
+//!   every n-th event it receives (counted across its restarts), to test replay under panics and
+//!   the restart limit (`n = 1` panics on every event, so the alert ends up `failed`).
+//! - `TESTHOOK_ALERTD_SENDER_CRASH=<n>` makes the sender actor that starts the n-th delivery
+//!   attempt of the process panic before answering, to test that a crashed sender loses nothing.
+//!
+//! Each variable is read once; unset, a hook costs one atomic load or one comparison.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::LazyLock;
 
-static TARGET: LazyLock<Option<String>> = LazyLock::new(|| {
-    std::env::var("TESTHOOK_ALERTD_PANIC")
-        .ok()
-        .filter(|s| !s.is_empty())
-});
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.is_empty())
+}
+
+static TARGET: LazyLock<Option<String>> = LazyLock::new(|| var("TESTHOOK_ALERTD_PANIC"));
 static FIRED: AtomicBool = AtomicBool::new(false);
 
 /// True once for the alert named by `TESTHOOK_ALERTD_PANIC`.
 pub fn should_panic(alert_id: &str) -> bool {
     TARGET.as_deref() == Some(alert_id) && !FIRED.swap(true, Ordering::AcqRel)
+}
+
+static APPLY: LazyLock<Option<(String, u64)>> = LazyLock::new(|| {
+    let v = var("TESTHOOK_ALERTD_PANIC_APPLY")?;
+    let (id, n) = v.rsplit_once(':')?;
+    Some((id.to_string(), n.parse().ok().filter(|n| *n > 0)?))
+});
+static APPLIED: AtomicU64 = AtomicU64::new(0);
+
+/// Panics on every n-th event applied by the alert named in `TESTHOOK_ALERTD_PANIC_APPLY`.
+pub fn maybe_panic_on_apply(alert_id: &str) {
+    if let Some((id, n)) = APPLY.as_ref() {
+        if id == alert_id && (APPLIED.fetch_add(1, Ordering::AcqRel) + 1) % n == 0 {
+            panic!("test hook: alert {alert_id} panics applying an event");
+        }
+    }
+}
+
+static SENDER_CRASH: LazyLock<Option<u64>> =
+    LazyLock::new(|| var("TESTHOOK_ALERTD_SENDER_CRASH").and_then(|v| v.parse().ok()));
+static ATTEMPTS: AtomicU64 = AtomicU64::new(0);
+
+/// True when the sender starting this attempt should crash (see `TESTHOOK_ALERTD_SENDER_CRASH`).
+pub fn sender_should_crash() -> bool {
+    match *SENDER_CRASH {
+        Some(n) => ATTEMPTS.fetch_add(1, Ordering::AcqRel) + 1 == n,
+        None => false,
+    }
 }

@@ -1,40 +1,57 @@
-//! The alert shard actor: a thin shell that owns the [`AlertState`]s of a share of the alerts.
+//! The alert actor: one ractor actor per enabled alert, a thin shell around its [`AlertState`].
 //!
-//! DESIGN §2 describes one actor per alert. At 10,000 alerts that costs ~6 KiB of ractor/tokio
-//! bookkeeping per alert (each actor's channels pre-allocate their blocks), more than the alert
-//! state itself, so alerts are spread by id over a fixed set of shard actors instead. What the
-//! design wants from "one actor per alert" is kept: each alert's logic runs in isolation — a panic
-//! while applying or evaluating one alert is caught, only that alert is rebuilt from its
-//! checkpoint plus inbox replay, and the shard's other alerts are untouched. A panic outside that
-//! (a bug in the shard itself) kills the shard, and the supervisor restarts it with its alerts
-//! the same way.
+//! It owns the alert's window rings and debounce buckets and nothing else. It is spawned linked
+//! to the [`AlertSupervisor`](super::supervisor::AlertSupervisor); a panic while applying events
+//! or evaluating kills only this actor, and the supervisor starts a new one from the alert's last
+//! committed checkpoint plus inbox replay.
+//!
+//! Ordering contract (what makes restarts lose nothing): a new actor is *not ready* until the
+//! router has replayed the inbox into its mailbox and sent [`AlertMsg::Replayed`]. Until then it
+//! answers ticks with "not ready", which keeps its durable point (and so the inbox pruning) where
+//! its checkpoint left it. Once ready, everything the router routed before a tick's watermark is
+//! in the mailbox ahead of the tick.
 
 use super::{AlertState, TriggerView};
 use crate::codec;
 use crate::config::AlertSpec;
 use crate::metrics;
 use crate::notification::Notification;
-use crate::router::{Registration, RouterMsg, ShardBatch};
-use crate::store::Store;
+use crate::router::Routed;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
-use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedSender;
 
-/// What an alert returns at a tick.
+/// What an alert decided at a tick, to be committed by the scheduler.
 pub struct TickOutput {
     pub spec: Arc<AlertSpec>,
     pub checkpoint: Option<Vec<u8>>,
     pub notifications: Vec<Notification>,
     pub firing: usize,
+    /// Every inbox event at or below this sequence is reflected in the alert's state.
+    pub applied_seq: u64,
 }
 
-/// What a shard returns at a tick.
-pub struct ShardTick {
-    pub outputs: Vec<TickOutput>,
-    /// An alert panicked and is being rebuilt: the inbox must not be pruned this tick.
-    pub incomplete: bool,
+/// One alert's answer to one tick, sent into the scheduler's reply channel.
+pub struct TickReply {
+    pub alert_id: Arc<str>,
+    /// The incarnation that answered; answers of a dead incarnation are never committed.
+    pub generation: u64,
+    pub tick_no: u64,
+    /// `None`: the actor is still receiving its replay and decided nothing.
+    pub output: Option<TickOutput>,
+    /// Sent by the alert supervisor when this incarnation died: stop waiting for its answer.
+    pub died: bool,
+}
+
+/// A tick as the scheduler sends it to every alert.
+#[derive(Clone)]
+pub struct TickRequest {
+    pub tick_no: u64,
+    pub now_ms: i64,
+    /// The router's watermark when the tick started: every event up to it is in the mailbox.
+    pub through: u64,
+    pub reply: UnboundedSender<TickReply>,
 }
 
 /// The alert's state as `GET /v1/alerts` shows it.
@@ -45,46 +62,41 @@ pub struct AlertView {
     pub applied_seq: u64,
 }
 
-/// An alert joining a shard: its spec, its stored checkpoint and where replay starts.
+/// Where a (re)starting alert begins: its last committed checkpoint and the replay point.
 pub struct AlertSeed {
     pub spec: Arc<AlertSpec>,
     pub checkpoint: Option<Vec<u8>>,
-    /// Events at or below this sequence number were applied by every alert before the crash or
-    /// stop (or, for a new alert, predate it).
+    /// Events at or below this sequence number are already reflected (or predate the alert).
     pub applied_through: u64,
 }
 
-/// Messages a shard understands.
+/// Messages an alert actor understands.
 pub enum AlertMsg {
-    /// Events for alerts of this shard.
-    Events(ShardBatch),
-    /// Evaluate at `now`; everything routed through `through` is already applied.
-    Tick {
-        now_ms: i64,
-        through: u64,
-        reply: RpcReplyPort<ShardTick>,
-    },
-    /// Adds (or replaces) an alert; replies once it is in place.
-    Add(Box<AlertSeed>, RpcReplyPort<()>),
-    Remove(String),
+    /// Its share of a routed batch (or of a replay chunk), in sequence order.
+    Events(Routed),
+    /// The router finished replaying the inbox through this sequence; live events follow.
+    Replayed(u64),
+    Tick(TickRequest),
+    /// The alert's config changed; unchanged triggers keep their state.
     Reconfigure(Arc<AlertSpec>),
-    View(String, RpcReplyPort<Option<AlertView>>),
+    View(RpcReplyPort<AlertView>),
 }
 
-/// Start-up arguments.
-pub struct ShardArgs {
-    pub store: Store,
-    pub router: ActorRef<RouterMsg>,
+/// Start-up arguments: the state built from the seed, and the incarnation number.
+pub struct AlertArgs {
+    pub state: AlertState,
+    pub generation: u64,
 }
 
-/// The shard's state.
-pub struct ShardState {
-    store: Store,
-    router: ActorRef<RouterMsg>,
-    alerts: HashMap<String, AlertState>,
+/// The actor's state.
+pub struct AlertActorState {
+    alert: AlertState,
+    id: Arc<str>,
+    generation: u64,
+    ready: bool,
 }
 
-/// The alert shard actor.
+/// The alert actor.
 pub struct AlertActor;
 
 /// Builds an alert's state from its seed; an unreadable checkpoint is reported and replaced.
@@ -103,192 +115,84 @@ pub fn state_from_seed(seed: AlertSeed) -> AlertState {
     state
 }
 
-/// The router registration of an alert living in `shard`.
-pub fn registration(
-    spec: &AlertSpec,
-    shard: &ActorRef<AlertMsg>,
-    replay_after: Option<u64>,
-) -> Registration {
-    Registration {
-        alert_id: spec.id.clone(),
-        actor: shard.clone(),
-        workspace: spec.workspace.clone(),
-        scopes: AlertState::event_types(spec)
-            .into_iter()
-            .map(|t| {
-                let everywhere = !t.is_project_scoped()
-                    || spec
-                        .triggers
-                        .iter()
-                        .any(|tr| tr.event == t && tr.projects.is_empty());
-                let scope = (!everywhere).then(|| {
-                    let mut ps: Vec<String> = spec
-                        .triggers
-                        .iter()
-                        .filter(|tr| tr.event == t)
-                        .flat_map(|tr| tr.projects.clone())
-                        .collect();
-                    ps.sort();
-                    ps.dedup();
-                    ps
-                });
-                (t, scope)
-            })
-            .collect(),
-        replay_after,
+impl AlertActorState {
+    fn tick(&mut self, now_ms: i64, through: u64) -> TickOutput {
+        if crate::testhooks::should_panic(&self.id) {
+            panic!("test hook: alert {} panics at tick", self.id);
+        }
+        self.alert.applied_through(through);
+        let mut new_id = || uuid::Uuid::now_v7().to_string();
+        let notifications = self.alert.tick(now_ms, &mut new_id);
+        let checkpoint = self
+            .alert
+            .take_checkpoint_if_dirty()
+            .map(|cp| codec::encode(&cp));
+        let firing = self.alert.view().iter().filter(|t| t.firing).count();
+        TickOutput {
+            spec: self.alert.spec().clone(),
+            checkpoint,
+            notifications,
+            firing,
+            applied_seq: self.alert.applied_seq(),
+        }
     }
-}
-
-/// Loads an alert's seed from the store: its checkpoint and the global applied point.
-pub async fn load_seed(
-    store: &Store,
-    spec: Arc<AlertSpec>,
-    applied_through: Option<u64>,
-) -> Result<AlertSeed, ActorProcessingErr> {
-    let store = store.clone();
-    let id = spec.id.clone();
-    let (checkpoint, applied) = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((store.load_checkpoint(&id)?, store.applied_through()?))
-    })
-    .await??;
-    Ok(AlertSeed {
-        spec,
-        checkpoint,
-        applied_through: applied_through.unwrap_or(applied),
-    })
-}
-
-impl ShardState {
-    /// Rebuilds one alert after a caught panic: checkpoint plus replay of the inbox after the
-    /// point every alert had applied.
-    async fn rebuild(
-        &mut self,
-        myself: &ActorRef<AlertMsg>,
-        spec: Arc<AlertSpec>,
-    ) -> Result<(), ActorProcessingErr> {
-        tracing::error!(alert = %spec.id, "alert actor died; restarting it from its checkpoint");
-        self.alerts.remove(&spec.id);
-        let seed = load_seed(&self.store, spec.clone(), None).await?;
-        let applied = seed.applied_through;
-        self.alerts.insert(spec.id.clone(), state_from_seed(seed));
-        let reg = registration(&spec, myself, Some(applied));
-        ractor::call!(self.router, RouterMsg::Register, vec![reg])?;
-        Ok(())
-    }
-}
-
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
-    p.downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| p.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "panic".into())
 }
 
 impl Actor for AlertActor {
     type Msg = AlertMsg;
-    type State = ShardState;
-    type Arguments = ShardArgs;
+    type State = AlertActorState;
+    type Arguments = AlertArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        args: ShardArgs,
+        args: AlertArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(ShardState {
-            store: args.store,
-            router: args.router,
-            alerts: HashMap::new(),
+        let id: Arc<str> = Arc::from(args.state.spec().id.as_str());
+        Ok(AlertActorState {
+            alert: args.state,
+            id,
+            generation: args.generation,
+            ready: false,
         })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            AlertMsg::Events(batch) => {
-                for (id, events) in batch {
-                    let Some(alert) = state.alerts.get_mut(&*id) else {
-                        continue;
-                    };
-                    let applied = catch_unwind(AssertUnwindSafe(|| {
-                        for (seq, e) in &events {
-                            if alert.apply(*seq, e).late {
-                                metrics::events(crate::journal::kind_name(e), "late", 1);
-                            }
-                        }
-                    }));
-                    if let Err(p) = applied {
-                        let spec = alert.spec().clone();
-                        tracing::error!(alert = %spec.id, panic = %panic_message(&*p), "alert panicked applying events");
-                        state.rebuild(&myself, spec).await?;
+            AlertMsg::Events(events) => {
+                for (seq, e) in &events {
+                    crate::testhooks::maybe_panic_on_apply(&state.id);
+                    if state.alert.apply(*seq, e).late {
+                        metrics::events(crate::journal::kind_name(e), "late", 1);
                     }
                 }
             }
-            AlertMsg::Tick {
-                now_ms,
-                through,
-                reply,
-            } => {
-                let mut out = ShardTick {
-                    outputs: Vec::with_capacity(state.alerts.len()),
-                    incomplete: false,
-                };
-                let mut broken = Vec::new();
-                for alert in state.alerts.values_mut() {
-                    let r = catch_unwind(AssertUnwindSafe(|| {
-                        if crate::testhooks::should_panic(&alert.spec().id) {
-                            panic!("test hook: alert {} panics at tick", alert.spec().id);
-                        }
-                        alert.applied_through(through);
-                        let mut new_id = || uuid::Uuid::now_v7().to_string();
-                        let notifications = alert.tick(now_ms, &mut new_id);
-                        let checkpoint = alert
-                            .take_checkpoint_if_dirty()
-                            .map(|cp| codec::encode(&cp));
-                        let firing = alert.view().iter().filter(|t| t.firing).count();
-                        TickOutput {
-                            spec: alert.spec().clone(),
-                            checkpoint,
-                            notifications,
-                            firing,
-                        }
-                    }));
-                    match r {
-                        Ok(o) => out.outputs.push(o),
-                        Err(p) => {
-                            tracing::error!(alert = %alert.spec().id, panic = %panic_message(&*p), "alert panicked at tick");
-                            broken.push(alert.spec().clone());
-                        }
-                    }
-                }
-                out.incomplete = !broken.is_empty();
-                for spec in broken {
-                    state.rebuild(&myself, spec).await?;
-                }
-                let _ = reply.send(out);
+            AlertMsg::Replayed(through) => {
+                state.alert.applied_through(through);
+                state.ready = true;
             }
-            AlertMsg::Add(seed, reply) => {
-                let id = seed.spec.id.clone();
-                state.alerts.insert(id, state_from_seed(*seed));
-                let _ = reply.send(());
+            AlertMsg::Tick(req) => {
+                let output = state.ready.then(|| state.tick(req.now_ms, req.through));
+                let _ = req.reply.send(TickReply {
+                    alert_id: state.id.clone(),
+                    generation: state.generation,
+                    tick_no: req.tick_no,
+                    output,
+                    died: false,
+                });
             }
-            AlertMsg::Remove(id) => {
-                state.alerts.remove(&id);
-            }
-            AlertMsg::Reconfigure(spec) => {
-                if let Some(a) = state.alerts.get_mut(&spec.id) {
-                    a.reconfigure(spec);
-                }
-            }
-            AlertMsg::View(id, reply) => {
-                let _ = reply.send(state.alerts.get(&id).map(|a| AlertView {
-                    triggers: a.view(),
-                    last_notified_ms: a.last_notified_ms(),
-                    applied_seq: a.applied_seq(),
-                }));
+            AlertMsg::Reconfigure(spec) => state.alert.reconfigure(spec),
+            AlertMsg::View(reply) => {
+                let _ = reply.send(AlertView {
+                    triggers: state.alert.view(),
+                    last_notified_ms: state.alert.last_notified_ms(),
+                    applied_seq: state.alert.applied_seq(),
+                });
             }
         }
         Ok(())

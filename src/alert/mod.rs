@@ -7,6 +7,7 @@
 //! sequence number gives the same state as never stopping.
 
 pub mod actor;
+pub mod supervisor;
 pub mod threshold;
 pub mod window;
 

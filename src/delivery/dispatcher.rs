@@ -1,19 +1,21 @@
-//! The delivery dispatcher actor: a due-time queue over the outbox and a bounded set of senders.
+//! The delivery dispatcher actor: a due-time queue over the outbox, supervising the sender pool.
 //!
-//! At most `delivery.workers` attempts run at once, and at most `per_endpoint_in_flight` of them
-//! to one endpoint, so a receiver that hangs holds only its own share while the rest keep
-//! flowing. Results are committed to the store in groups: while one commit runs, the next
-//! results accumulate.
+//! At most `delivery.workers` attempts run at once (one per sender actor, see [`super::pool`]),
+//! and at most `per_endpoint_in_flight` of them to one endpoint, so a receiver that hangs holds
+//! only its own share while the rest keep flowing. Each attempt is sent to the alert's current
+//! destination ([`crate::destination::current`]). Results are committed to the store in groups:
+//! while one commit runs, the next results accumulate.
 
 use super::backoff;
 use super::outcome::Outcome;
-use super::sender::Sender;
+use super::pool::{SendWorker, SendWorkerMsg};
+use super::sender::{Attempt, Sender};
 use super::Delivery;
 use crate::clock::now_ms;
-use crate::config::{DeliveryConfig, DestinationKind};
+use crate::config::{DeliveryConfig, DestinationKind, LiveConfig};
 use crate::metrics;
 use crate::store::{DeliveryResult, Store};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -23,28 +25,37 @@ pub enum DispatcherMsg {
     Enqueue(Vec<Delivery>),
     /// A timer fired: look for due deliveries.
     Wake,
-    /// An attempt finished.
-    Done(Box<Delivery>, Outcome, Option<u16>, Option<String>),
+    /// A sender finished an attempt.
+    Done {
+        worker: ActorId,
+        delivery: Box<Delivery>,
+        attempt: Attempt,
+    },
     /// A group of results reached the store, or failed to and is handed back.
     Committed(Result<(), (String, Vec<DeliveryResult>)>),
     /// Replies once no attempt is in flight and every result is committed, or at the deadline.
     Drain(RpcReplyPort<()>),
     /// Pending count, for metrics and readiness.
     Pending(RpcReplyPort<usize>),
-    /// Applies a new `[delivery]` section.
-    Reconfigure(DeliveryConfig),
+    /// The running config changed: re-read `[delivery]`.
+    Reconfigure,
 }
 
 /// Start-up arguments.
 pub struct DispatcherArgs {
     pub store: Store,
-    pub config: DeliveryConfig,
+    pub config: LiveConfig,
 }
 
 pub struct DispatcherState {
     store: Store,
+    live: LiveConfig,
     config: DeliveryConfig,
     sender: Sender,
+    /// Senders waiting for work.
+    idle: Vec<ActorRef<SendWorkerMsg>>,
+    /// Senders in an attempt, with the outbox key and endpoint of their delivery.
+    busy: HashMap<ActorId, (ActorRef<SendWorkerMsg>, u128, String)>,
     /// Due-time queues per endpoint: choosing the next attempt costs one look per endpoint,
     /// however many deliveries wait behind a busy one.
     queues: HashMap<String, BTreeSet<(i64, u128)>>,
@@ -80,6 +91,41 @@ impl DispatcherState {
     fn pending(&self) -> usize {
         self.rows.len()
     }
+
+    fn pool_size(&self) -> usize {
+        self.idle.len() + self.busy.len()
+    }
+
+    /// Grows the pool to `delivery.workers`; extra senders retire when they next become idle.
+    async fn fill_pool(
+        &mut self,
+        myself: &ActorRef<DispatcherMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        while self.pool_size() < self.config.workers {
+            let (w, _) = Actor::spawn_linked(None, SendWorker, (), myself.get_cell()).await?;
+            self.idle.push(w);
+        }
+        while self.pool_size() > self.config.workers {
+            let Some(w) = self.idle.pop() else { break };
+            w.unlink(myself.get_cell());
+            w.stop(None);
+        }
+        metrics::set_actors("sender", self.pool_size());
+        Ok(())
+    }
+
+    /// An attempt is over (answered or its sender died): free the sender's slot.
+    fn release(&mut self, worker: &ActorId) -> Option<(ActorRef<SendWorkerMsg>, u128, String)> {
+        let (w, key, endpoint) = self.busy.remove(worker)?;
+        self.in_flight -= 1;
+        if let Some(n) = self.per_endpoint.get_mut(&endpoint) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_endpoint.remove(&endpoint);
+            }
+        }
+        Some((w, key, endpoint))
+    }
 }
 
 impl Actor for Dispatcher {
@@ -92,13 +138,17 @@ impl Actor for Dispatcher {
         myself: ActorRef<Self::Msg>,
         args: DispatcherArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let sender = Sender::new(&args.config)?;
+        let config = args.config.borrow().delivery.clone();
+        let sender = Sender::new(&config)?;
         let store = args.store.clone();
         let rows = tokio::task::spawn_blocking(move || store.load_outbox()).await??;
         let mut state = DispatcherState {
             store: args.store,
-            config: args.config,
+            live: args.config,
+            config,
             sender,
+            idle: Vec::new(),
+            busy: HashMap::new(),
             queues: HashMap::new(),
             rows: HashMap::new(),
             in_flight: 0,
@@ -120,6 +170,7 @@ impl Actor for Dispatcher {
             state.push(d);
         }
         metrics::set_outbox_depth(state.pending());
+        state.fill_pool(&myself).await?;
         let _ = myself.cast(DispatcherMsg::Wake);
         Ok(state)
     }
@@ -139,16 +190,18 @@ impl Actor for Dispatcher {
             DispatcherMsg::Wake => {
                 state.wake_at = None;
             }
-            DispatcherMsg::Done(d, outcome, status, error) => {
-                state.in_flight -= 1;
-                let endpoint = d.endpoint();
-                if let Some(n) = state.per_endpoint.get_mut(&endpoint) {
-                    *n -= 1;
-                    if *n == 0 {
-                        state.per_endpoint.remove(&endpoint);
-                    }
+            DispatcherMsg::Done {
+                worker,
+                delivery,
+                attempt,
+            } => {
+                if let Some((w, key, _)) = state.release(&worker) {
+                    state.idle.push(w);
+                    // The row as decided (the attempt may have used a newer destination).
+                    let d = state.rows.get(&key).cloned().unwrap_or(*delivery);
+                    finish(state, d, attempt.outcome, attempt.status, attempt.error);
+                    state.fill_pool(&myself).await?;
                 }
-                finish(state, *d, outcome, status, error);
                 start_commit(&myself, state);
             }
             DispatcherMsg::Committed(r) => {
@@ -164,9 +217,13 @@ impl Actor for Dispatcher {
             DispatcherMsg::Pending(reply) => {
                 let _ = reply.send(state.pending());
             }
-            DispatcherMsg::Reconfigure(cfg) => {
-                state.sender = Sender::new(&cfg)?;
-                state.config = cfg;
+            DispatcherMsg::Reconfigure => {
+                let cfg = state.live.borrow().delivery.clone();
+                if cfg != state.config {
+                    state.sender = Sender::new(&cfg)?;
+                    state.config = cfg;
+                    state.fill_pool(&myself).await?;
+                }
             }
         }
         start_commit(&myself, state);
@@ -177,6 +234,35 @@ impl Actor for Dispatcher {
                 let _ = r.send(());
             }
         }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match event {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            _ => return Ok(()),
+        };
+        let id = cell.get_id();
+        state.idle.retain(|w| w.get_id() != id);
+        if let Some((_, key, _)) = state.release(&id) {
+            // The delivery never left the outbox: reschedule it like a failed attempt.
+            if let Some(d) = state.rows.get(&key).cloned() {
+                tracing::error!(delivery = %d.id, reason = %reason, "sender crashed during an attempt; the delivery will be retried");
+                let error = format!("sender crashed: {reason}");
+                finish(state, d, Outcome::Retry { after: None }, None, Some(error));
+            }
+        }
+        state.fill_pool(&myself).await?;
+        start_commit(&myself, state);
+        pump(&myself, state);
         Ok(())
     }
 }
@@ -256,7 +342,7 @@ fn pacing(destination: DestinationKind) -> Option<i64> {
 fn pump(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
     let now = now_ms();
     let mut next_due: Option<i64> = None;
-    while state.in_flight < state.config.workers {
+    while !state.idle.is_empty() {
         // The endpoint with capacity whose first delivery is due earliest.
         let mut best: Option<(i64, &String)> = None;
         for (endpoint, q) in &state.queues {
@@ -294,19 +380,22 @@ fn pump(myself: &ActorRef<DispatcherMsg>, state: &mut DispatcherState) {
         if pacing(d.destination).is_some() {
             state.last_start.insert(endpoint.clone(), now);
         }
-        *state.per_endpoint.entry(endpoint).or_insert(0) += 1;
+        *state.per_endpoint.entry(endpoint.clone()).or_insert(0) += 1;
         state.in_flight += 1;
-        let sender = state.sender.clone();
-        let me = myself.clone();
-        tokio::spawn(async move {
-            let a = sender.attempt(&d, now_ms() / 1000).await;
-            let _ = me.cast(DispatcherMsg::Done(
-                Box::new(d),
-                a.outcome,
-                a.status,
-                a.error,
-            ));
-        });
+        let worker = state.idle.pop().expect("loop runs while a sender is idle");
+        let current = crate::destination::current(&d, &state.live.borrow());
+        let msg = SendWorkerMsg::Attempt {
+            delivery: Box::new(current),
+            client: state.sender.clone(),
+            reply: myself.clone(),
+        };
+        state
+            .busy
+            .insert(worker.get_id(), (worker.clone(), key, endpoint));
+        if worker.cast(msg).is_err() {
+            // Dead already: its supervision event reschedules the delivery.
+            continue;
+        }
     }
     if let Some(due) = next_due {
         if state.wake_at.is_none_or(|w| due < w) {

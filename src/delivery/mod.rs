@@ -7,6 +7,7 @@
 pub mod backoff;
 pub mod dispatcher;
 pub mod outcome;
+pub mod pool;
 pub mod probe;
 pub mod sender;
 

@@ -48,8 +48,9 @@ pub fn body(n: &Notification, alert: &AlertSpec, ctx: &Context) -> String {
     }
 }
 
-/// Builds the outbox row for `n`: body, URL and static headers fixed now.
-pub fn prepare(n: &Notification, alert: &AlertSpec, ctx: &Context) -> Delivery {
+/// The static headers of an alert's destination: its custom headers and, for the general
+/// destination, the bearer token.
+fn static_headers(alert: &AlertSpec) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> = alert
         .headers
         .iter()
@@ -61,20 +62,48 @@ pub fn prepare(n: &Notification, alert: &AlertSpec, ctx: &Context) -> Delivery {
             format!("Bearer {}", alert.secret_token),
         ));
     }
+    headers
+}
+
+fn tls_options(alert: &AlertSpec) -> crate::delivery::TlsOptions {
+    crate::delivery::TlsOptions {
+        ca_file: alert.ca_file.as_ref().map(|p| p.display().to_string()),
+        insecure: alert.tls_insecure,
+    }
+}
+
+/// Builds the outbox row for `n`: body fixed now, with the destination as it is now (each
+/// attempt re-reads it, see [`current`]).
+pub fn prepare(n: &Notification, alert: &AlertSpec, ctx: &Context) -> Delivery {
     let mut d = Delivery::new(
         n,
         alert.destination,
         alert.url.clone(),
-        headers,
+        static_headers(alert),
         alert.signing_secret.clone(),
         body(n, alert, ctx),
         ctx.max_retries,
     );
-    d.tls = crate::delivery::TlsOptions {
-        ca_file: alert.ca_file.as_ref().map(|p| p.display().to_string()),
-        insecure: alert.tls_insecure,
-    };
+    d.tls = tls_options(alert);
     d
+}
+
+/// The delivery as the next attempt must send it (DESIGN §9): to its alert's *current* URL,
+/// headers, bearer token, signing secret and TLS settings, so fixing a URL or rotating a secret
+/// by reload lets stuck notifications through. The id and body never change. If the alert was
+/// removed, or its destination kind changed (the body would no longer fit), the destination it
+/// was decided with is kept.
+pub fn current(d: &Delivery, config: &crate::config::Config) -> Delivery {
+    let mut out = d.clone();
+    if let Some(alert) = config.alert(&d.alert_id) {
+        if alert.destination == d.destination {
+            out.url = alert.url.clone();
+            out.headers = static_headers(alert);
+            out.signing_secret = alert.signing_secret.clone();
+            out.tls = tls_options(alert);
+        }
+    }
+    out
 }
 
 /// Headers computed at each attempt: the Standard Webhooks trio when a signing secret is set.

@@ -1,0 +1,152 @@
+//! The HTTP API of DESIGN §10, one file per resource: ingest ([`events`]), [`alerts`],
+//! [`deliveries`], [`reload`], and [`health`] (health, readiness, metrics).
+//!
+//! Handlers validate and translate; the work happens in the actors and the store. Every error
+//! is a JSON object with an `error` message, and every route but `/healthz` requires the bearer
+//! token when `server.auth_token` is set. The settings the API uses (token, limits) are read
+//! from the running config ([`crate::config::LiveConfig`]), the same value the engine runs.
+
+mod alerts;
+mod deliveries;
+mod events;
+mod health;
+mod reload;
+
+pub use crate::reload::{reload, ReloadError};
+pub use crate::secrets::{config_secrets, file_secrets, file_secrets_keys, redact};
+pub use deliveries::delivery_json;
+
+use crate::config::{Config, LiveConfig};
+use crate::journal::JournalMsg;
+use crate::store::Store;
+use crate::supervisor::SupervisorMsg;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ractor::ActorRef;
+use serde_json::json;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+/// Shared state of the HTTP layer.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub supervisor: ActorRef<SupervisorMsg>,
+    pub journal: ActorRef<JournalMsg>,
+    pub store: Store,
+    /// The running config (updated by the supervisor when a reload is applied).
+    pub config: LiveConfig,
+    pub config_path: PathBuf,
+    /// Events handed to the journal and not yet committed.
+    pub queued: Arc<AtomicUsize>,
+    /// False once a graceful stop began: ingest answers 503.
+    pub accepting: AtomicBool,
+    /// True once the store is open, the actors run and the listener is bound.
+    pub ready: AtomicBool,
+    /// Serializes reloads (SIGHUP, API and file watcher may race): the file read last is the
+    /// one applied last.
+    pub reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl AppState {
+    pub fn new(inner: Inner) -> AppState {
+        AppState(Arc::new(inner))
+    }
+
+    pub fn inner(&self) -> &Inner {
+        &self.0
+    }
+
+    pub(crate) fn config(&self) -> Arc<Config> {
+        self.0.config.borrow().clone()
+    }
+}
+
+/// An error answer: status plus `{"error": message}`.
+pub struct ApiError(pub StatusCode, pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+pub(crate) fn unavailable(msg: impl Into<String>) -> Response {
+    let mut r = ApiError(StatusCode::SERVICE_UNAVAILABLE, msg.into()).into_response();
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// The router with every route and the auth layer.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config().server.max_body.as_u64() as usize;
+    let protected = Router::new()
+        .route("/v1/events", post(events::post_events))
+        .route("/v1/alerts", get(alerts::get_alerts))
+        .route("/v1/alerts/{id}/test", post(alerts::test_alert))
+        .route("/v1/deliveries", get(deliveries::get_deliveries))
+        .route(
+            "/v1/deliveries/{id}/retry",
+            post(deliveries::retry_delivery),
+        )
+        .route("/v1/reload", post(reload::post_reload))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::get_metrics))
+        .layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .merge(protected)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let token = s.config().server.auth_token.clone();
+    if !token.is_empty() {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        use subtle::ConstantTimeEq;
+        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <server.auth_token>)".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// A URL with its path hidden: Slack and PagerDuty URLs carry secrets in the path.
+pub fn mask_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let hidden = if u.path().len() > 1 || u.query().is_some() {
+                "/***"
+            } else {
+                "/"
+            };
+            format!(
+                "{}://{}{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                port,
+                hidden
+            )
+        }
+        Err(_) => "***".into(),
+    }
+}
