@@ -3,7 +3,7 @@
 //!
 //! One tick: ask the router for its watermark (every event up to it is in the alerts' mailboxes),
 //! cast `Tick` to every alert actor at once — they evaluate in parallel and answer into one
-//! channel the scheduler owns — gather the answers until all are in or [`TICK_WAIT`] passes, then
+//! channel the scheduler owns — gather the answers until all are in or [`tick_wait`] passes, then
 //! commit the checkpoints and the new outbox rows in one durable transaction, and only then hand
 //! the deliveries to the dispatcher. So a notification is in the outbox before its first attempt.
 //!
@@ -38,8 +38,12 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// How long a tick waits for the alerts' answers before it commits those it has.
-pub const TICK_WAIT: Duration = Duration::from_secs(10);
+/// How long a tick waits for the alerts' answers before it commits those it has: two ticks,
+/// within [1 s, 10 s]. Late answers are committed with the next tick, so waiting longer only
+/// delays everyone else's notifications.
+pub fn tick_wait(tick: Duration) -> Duration {
+    (tick * 2).clamp(Duration::from_secs(1), Duration::from_secs(10))
+}
 
 /// Inbox rows (and expired client ids) deleted per housekeeping step.
 const PRUNE_STEP_ROWS: usize = 20_000;
@@ -118,7 +122,8 @@ impl SchedulerState {
             .collect();
         drop(req);
         let mut replies = Vec::with_capacity(waiting.len());
-        let deadline = tokio::time::Instant::now() + TICK_WAIT;
+        let wait = tick_wait(self.config.borrow().engine.tick);
+        let deadline = tokio::time::Instant::now() + wait;
         while !waiting.is_empty() {
             match tokio::time::timeout_at(deadline, self.rx.recv()).await {
                 Ok(Some(r)) => {
@@ -144,7 +149,7 @@ impl SchedulerState {
         let mut report = TickReport::default();
         let through = match self
             .router
-            .call(RouterMsg::Watermark, Some(TICK_WAIT))
+            .call(RouterMsg::Watermark, Some(Duration::from_secs(10)))
             .await
         {
             Ok(ractor::rpc::CallResult::Success(w)) => w,

@@ -6,6 +6,8 @@
 //! - `TESTHOOK_ALERTD_PANIC_APPLY=<alert id>:<n>` makes that alert's actor panic while applying
 //!   every n-th event it receives (counted across its restarts), to test replay under panics and
 //!   the restart limit (`n = 1` panics on every event, so the alert ends up `failed`).
+//! - `TESTHOOK_ALERTD_SLOW_TICK=<alert id>:<ms>` makes that alert answer every tick `ms` late,
+//!   to test that an answer missing the scheduler's deadline is still committed.
 //! - `TESTHOOK_ALERTD_SENDER_CRASH=<n>` makes the sender actor that starts the n-th delivery
 //!   attempt of the process panic before answering, to test that a crashed sender loses nothing.
 //!
@@ -51,5 +53,19 @@ pub fn sender_should_crash() -> bool {
     match *SENDER_CRASH {
         Some(n) => ATTEMPTS.fetch_add(1, Ordering::AcqRel) + 1 == n,
         None => false,
+    }
+}
+
+static SLOW_TICK: LazyLock<Option<(String, u64)>> = LazyLock::new(|| {
+    let v = var("TESTHOOK_ALERTD_SLOW_TICK")?;
+    let (id, ms) = v.rsplit_once(':')?;
+    Some((id.to_string(), ms.parse().ok()?))
+});
+
+/// How long the alert named in `TESTHOOK_ALERTD_SLOW_TICK` delays its tick answers.
+pub fn tick_delay(alert_id: &str) -> Option<std::time::Duration> {
+    match SLOW_TICK.as_ref() {
+        Some((id, ms)) if id == alert_id => Some(std::time::Duration::from_millis(*ms)),
+        _ => None,
     }
 }

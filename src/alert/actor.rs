@@ -178,6 +178,9 @@ impl Actor for AlertActor {
             }
             AlertMsg::Tick(req) => {
                 let output = state.ready.then(|| state.tick(req.now_ms, req.through));
+                if let Some(delay) = crate::testhooks::tick_delay(&state.id) {
+                    tokio::time::sleep(delay).await;
+                }
                 let _ = req.reply.send(TickReply {
                     alert_id: state.id.clone(),
                     generation: state.generation,
