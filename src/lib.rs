@@ -2,21 +2,27 @@
 //!
 //! How an event becomes a webhook, one component a line:
 //!
-//! - [`api`] receives `POST /v1/events`; [`ingest`] validates the batch (all or nothing).
+//! - [`api`] receives `POST /v1/events` (one file per resource under `src/api/`); [`ingest`]
+//!   validates the batch (all or nothing).
 //! - [`journal`] (actor) appends accepted batches to the redb `inbox` in group commits and answers
 //!   `202` only after the fsync; it then hands the events, in sequence order, to
-//! - [`router`] (actor), which indexes alerts by (workspace, event type) and forwards each event to
-//!   the interested alert actors; it also replays the inbox to alerts that (re)start.
-//! - [`alert::actor`] (a fixed set of shard actors, alerts spread by id; each alert isolated by
-//!   `catch_unwind` and rebuilt alone on a panic) wraps [`alert::AlertState`]: sliding-window
-//!   rings for threshold triggers, debounce buckets for per-event types. Pure logic, unit tested.
-//! - [`supervisor`] (root actor) owns the config, restarts crashed alert shards, and runs the
-//!   [`scheduler`] tick: every `engine.tick` all alerts evaluate, and one transaction commits their
-//!   checkpoints, the new `outbox` rows and the pruning of applied inbox events.
-//! - [`delivery::dispatcher`] (actor) sends due outbox rows with bounded concurrency (overall and
-//!   per endpoint), formats through [`destination`] (`general`, `slack`, `pagerduty`), retries with
-//!   backoff, and records results in groups: delivered log, reschedule, or dead letters.
-//! - [`store`] holds every table and transaction; [`codec`] every stored byte format.
+//! - [`router`] (actor), which indexes alerts by (workspace, event type, project) and sends each
+//!   alert its share of a batch in one message; it also replays the inbox to alerts that (re)start.
+//! - [`alert::actor`]: one actor per enabled alert, a thin shell around [`alert::AlertState`]
+//!   (sliding-window rings, debounce buckets; pure logic, unit tested), supervised by
+//!   [`alert::supervisor`], which restarts a dead alert from its checkpoint plus replay and marks
+//!   it failed after more than 5 restarts in 60 s.
+//! - [`scheduler`] (actor) ticks every `engine.tick`: every alert evaluates in parallel, one
+//!   transaction commits their checkpoints and new `outbox` rows, then the deliveries are handed
+//!   over and the inbox is pruned in small steps up to what every alert has committed.
+//! - [`delivery::dispatcher`] (actor) keeps the due-time queue over the outbox and supervises the
+//!   [`delivery::pool`] of sender actors; each attempt goes to the alert's current destination,
+//!   formatted by [`destination`] (`general`, `slack`, `pagerduty`); results are recorded in
+//!   groups: delivered log, reschedule with backoff, or dead letters.
+//! - [`supervisor`] (root actor) starts the tree and publishes the running config
+//!   ([`config::LiveConfig`]) that every part reads; [`reload`] validates a new file first.
+//! - [`store`] holds every table and transaction; [`codec`] every stored byte format;
+//!   [`secrets`] keeps secrets out of messages.
 //! - [`memory`] returns freed heap to the OS after start-up, reloads and bursts.
 //! - [`daemon`] starts it all, signals readiness to systemd, reloads on SIGHUP and stops gracefully.
 //!

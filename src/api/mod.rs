@@ -1,5 +1,5 @@
-//! The HTTP API of DESIGN §10, one file per resource: ingest ([`events`]), [`alerts`],
-//! [`deliveries`], [`reload`], and [`health`] (health, readiness, metrics).
+//! The HTTP API of DESIGN §10, one file per resource: ingest (`events`), `alerts`,
+//! `deliveries`, `reload`, and `health` (health, readiness, metrics).
 //!
 //! Handlers validate and translate; the work happens in the actors and the store. Every error
 //! is a JSON object with an `error` message, and every route but `/healthz` requires the bearer
