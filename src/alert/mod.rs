@@ -198,6 +198,9 @@ impl AlertState {
         }
         // A timestamp ahead of our clock (clock skew, at most 5 min) counts as received now.
         let ts = event.timestamp_ms.min(event.received_ms);
+        for s in self.thresholds.iter_mut().flatten() {
+            s.reanchor(event.received_ms);
+        }
         let feeds = event.feeds();
         let project = event.project.as_deref();
         let project_id = event.project_id.as_deref();
@@ -255,9 +258,14 @@ impl AlertState {
     pub fn tick(&mut self, now_ms: i64, new_id: &mut dyn FnMut() -> String) -> Vec<Notification> {
         let mut out = Vec::new();
         let spec = self.spec.clone();
+        // A clock stepped back (across a restart): deadlines move back with it.
+        for b in self.buckets.values_mut() {
+            b.opened_ms = b.opened_ms.min(now_ms);
+        }
         for (t, state) in spec.triggers.iter().zip(self.thresholds.iter_mut()) {
             let Some(s) = state else { continue };
             let th = t.threshold.as_ref().expect("threshold trigger");
+            s.reanchor(now_ms);
             let episode_before = s.episode;
             let decision = s.evaluate(t, now_ms, spec.repeat_interval, spec.send_resolved);
             // A silent recovery (no resolve asked for) changes the episode without notifying; it

@@ -60,6 +60,17 @@ impl ThresholdState {
         self.ring.slot_width_ms() == Ring::new(t.window).slot_width_ms()
     }
 
+    /// Re-anchors to a clock stepped back (see [`Ring::reanchor`]): the last notification time
+    /// is clamped to now, so the repeat interval is not stretched by the step. The episode's
+    /// start is kept: it names the episode (PagerDuty's `dedup_key`), and a resolve must close
+    /// the incident its firing opened.
+    pub fn reanchor(&mut self, now_ms: i64) {
+        self.ring.reanchor(now_ms);
+        if let Some(ep) = &mut self.episode {
+            ep.last_notified_ms = ep.last_notified_ms.min(now_ms);
+        }
+    }
+
     /// Adds a value at `ts_ms`; false if it was too old for the window.
     pub fn add(&mut self, ts_ms: i64, value: f64) -> bool {
         self.ring.add(ts_ms, value)

@@ -114,8 +114,27 @@ impl Ring {
         true
     }
 
+    /// Re-anchors the ring when `now_ms` is behind its newest slot: the clock was stepped back
+    /// (across a restart; within a process [`crate::clock::now_ms`] never goes back). Every slot
+    /// moves back by the step, so what was counted stays counted and new events are not taken
+    /// for late ones. A ring whose newest slot is not ahead of `now_ms` is unchanged.
+    pub fn reanchor(&mut self, now_ms: i64) {
+        let now_index = self.index_of(now_ms);
+        if self.head == i64::MIN || self.head <= now_index {
+            return;
+        }
+        let shift = self.head - now_index;
+        for s in &mut self.slots {
+            if s.index != i64::MIN {
+                s.index -= shift;
+            }
+        }
+        self.head = now_index;
+    }
+
     /// Count and sum over the window ending at `now_ms`; moves the ring's head forward.
     pub fn totals(&mut self, now_ms: i64) -> Totals {
+        self.reanchor(now_ms);
         let now_index = self.index_of(now_ms);
         self.head = self.head.max(now_index);
         let oldest = now_index - SLOTS + 1;
@@ -144,6 +163,20 @@ mod tests {
         // At 71 s the 10 s event is older than the window, the 20 s one is not.
         assert_eq!(r.totals(71_000), Totals { count: 1, sum: 2.0 });
         assert_eq!(r.totals(200_000), Totals::default());
+    }
+
+    #[test]
+    fn a_clock_stepped_back_keeps_the_counts_and_counts_new_events() {
+        let mut r = Ring::new(Duration::from_secs(60));
+        assert!(r.add(10_000_000, 1.0));
+        assert!(r.add(10_030_000, 1.0));
+        // The clock is now two hours earlier (e.g. after a restart on a reset clock).
+        let back = 10_030_000 - 7_200_000;
+        r.reanchor(back);
+        assert!(r.add(back, 1.0), "an event at the new now is not late");
+        assert_eq!(r.totals(back).count, 3, "what was counted stays counted");
+        // The window keeps sliding from the new anchor.
+        assert_eq!(r.totals(back + 61_000).count, 0);
     }
 
     #[test]

@@ -166,7 +166,11 @@ impl Actor for Dispatcher {
                 "resuming pending deliveries from the outbox"
             );
         }
-        for d in rows {
+        // Due times come from an earlier run's clock: if the clock was stepped back since, none
+        // waits longer than a full backoff.
+        let latest = now_ms() + state.config.max_backoff.as_millis() as i64;
+        for mut d in rows {
+            d.next_attempt_ms = d.next_attempt_ms.min(latest);
             state.push(d);
         }
         metrics::set_outbox_depth(state.pending());
