@@ -4,6 +4,12 @@
 //! newly arriving batches wait; when it ends they are all committed together in the next
 //! transaction. Each request is answered only after its commit, and the stored events are then
 //! forwarded to the router in sequence order.
+//!
+//! Whatever reached the inbox is routed, and answers are truthful: when a commit reports an
+//! error, the journal checks the store; if the rows are there after all (the error came after
+//! the data was durable), the requests are answered as accepted and the rows routed. Before
+//! routing a commit, any gap since the last routed sequence (rows committed by a commit whose
+//! outcome could not be checked) is read back from the inbox and routed first.
 
 use crate::clock::now_ms;
 use crate::event::{Event, EventBody};
@@ -41,10 +47,14 @@ pub struct JournalArgs {
     pub config: crate::config::LiveConfig,
     /// Events accepted by handlers but not yet committed; ingest refuses with 503 above a limit.
     pub queued: Arc<AtomicUsize>,
+    /// The last sequence number in the inbox at start (everything up to it is replayed).
+    pub last_seq: u64,
 }
 
 pub struct JournalState {
     args: JournalArgs,
+    /// The highest sequence number handed to the router.
+    routed: u64,
     pending: Vec<(Vec<NewEvent>, Reply)>,
     committing: bool,
     flushes: Vec<RpcReplyPort<()>>,
@@ -83,15 +93,99 @@ fn start_commit(myself: &ActorRef<JournalMsg>, state: &mut JournalState) {
     let store = state.args.store.clone();
     let window = state.args.config.borrow().ingest.dedup_window.as_millis() as i64;
     let me = myself.clone();
+    let known = state.routed;
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         let n: usize = requests.iter().map(Vec::len).sum();
+        let shape = shapes(&requests);
         let r = store
             .append(requests, now_ms(), window)
-            .map_err(|e| e.to_string());
+            .or_else(|e| {
+                verify(&store, known, &shape).map_err(|checked| {
+                    if checked {
+                        format!("the events were not stored: {e}")
+                    } else {
+                        format!("the store failed ({e}) and could not be checked: the events may or may not be stored; a retry with client ids is counted once")
+                    }
+                })
+            });
         metrics::journal_commit(started.elapsed().as_secs_f64(), n);
         let _ = me.cast(JournalMsg::Committed(r, replies));
     });
+}
+
+/// What is needed to attribute rows to requests after an uncertain commit: each request's size,
+/// and its event ids when it may hold duplicates (client ids given).
+type Shape = Vec<(usize, Option<Vec<String>>)>;
+
+fn shapes(requests: &[Vec<NewEvent>]) -> Shape {
+    requests
+        .iter()
+        .map(|r| {
+            let ids = r
+                .iter()
+                .any(|e| e.client_id.is_some())
+                .then(|| r.iter().map(|e| e.event.id.clone()).collect());
+            (r.len(), ids)
+        })
+        .collect()
+}
+
+/// After a commit reported an error: if the rows are in the inbox anyway, the outcomes they
+/// represent; otherwise `Err(true)` when the store says they are not there, `Err(false)` when it
+/// cannot tell yet.
+fn verify(store: &Store, known: u64, shape: &Shape) -> Result<Vec<AppendOutcome>, bool> {
+    let last = store.last_seq().map_err(|_| false)?;
+    if last <= known {
+        return Err(true);
+    }
+    let rows = store
+        .read_inbox(known, (last - known) as usize)
+        .map_err(|_| false)?;
+    let mut rows = rows.into_iter().peekable();
+    let mut out = Vec::with_capacity(shape.len());
+    for (len, ids) in shape {
+        let mut o = AppendOutcome::default();
+        match ids {
+            None => o.stored.extend(rows.by_ref().take(*len)),
+            Some(ids) => {
+                for id in ids {
+                    if rows.peek().is_some_and(|(_, e)| &e.id == id) {
+                        o.stored.extend(rows.next());
+                    } else {
+                        o.duplicates += 1;
+                    }
+                }
+            }
+        }
+        out.push(o);
+    }
+    tracing::warn!(
+        rows = last - known,
+        "a journal commit reported an error but its rows are durable; answered as accepted"
+    );
+    Ok(out)
+}
+
+/// Routes inbox rows `(after, through]` that were committed without being routed.
+async fn route_gap(args: &JournalArgs, after: u64, through: u64) {
+    let store = args.store.clone();
+    let limit = (through - after) as usize;
+    match tokio::task::spawn_blocking(move || store.read_inbox(after, limit)).await {
+        Ok(Ok(rows)) => {
+            tracing::warn!(
+                rows = rows.len(),
+                "routing rows of an earlier commit whose outcome was unknown"
+            );
+            let rows: crate::router::Routed =
+                rows.into_iter().map(|(s, e)| (s, Arc::new(e))).collect();
+            let _ = args.router.cast(RouterMsg::Route(rows));
+        }
+        // They are replayed at the next start.
+        _ => tracing::error!(
+            "cannot read back unrouted inbox rows; they are counted after a restart"
+        ),
+    }
 }
 
 impl Actor for Journal {
@@ -105,6 +199,7 @@ impl Actor for Journal {
         args: JournalArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(JournalState {
+            routed: args.last_seq,
             args,
             pending: Vec::new(),
             committing: false,
@@ -142,7 +237,11 @@ impl Actor for Journal {
                         for (kind, n) in by_kind {
                             metrics::events(kind, "accepted", n);
                         }
-                        if !routed.is_empty() {
+                        if let Some((first, _)) = routed.first() {
+                            if *first > state.routed + 1 {
+                                route_gap(&state.args, state.routed, *first - 1).await;
+                            }
+                            state.routed = routed.last().map_or(state.routed, |(s, _)| *s);
                             state.args.router.cast(RouterMsg::Route(routed))?;
                         }
                     }

@@ -156,6 +156,7 @@ impl Actor for Supervisor {
                 router: router.clone(),
                 config: live,
                 queued: args.queued.clone(),
+                last_seq,
             },
             cell.clone(),
         )

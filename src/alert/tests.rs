@@ -202,14 +202,21 @@ fn a_clock_stepped_back_neither_drops_events_nor_stalls_debounce_or_repeats() {
         0,
     );
     let mut id = ids();
-    for (seq, e) in [trace(1, t0, "p1", true), trace(2, t0, "p1", true), trace(3, t0, "p1", true)] {
+    for (seq, e) in [
+        trace(1, t0, "p1", true),
+        trace(2, t0, "p1", true),
+        trace(3, t0, "p1", true),
+    ] {
         a.apply(seq, &e);
     }
     assert_eq!(a.tick(t0 + 1_000, &mut id).len(), 1, "fires");
     // The clock goes back two hours (a restart on a reset clock).
     let back = t0 - 2 * HOUR;
     let (seq, e) = trace(4, back, "p1", true);
-    assert!(a.apply(seq, &e).counted, "an event at the new now is not late");
+    assert!(
+        a.apply(seq, &e).counted,
+        "an event at the new now is not late"
+    );
     let (seq, e) = prompt(5, back, "u");
     a.apply(seq, &e);
     let out = a.tick(back + 61_000, &mut id);
@@ -218,7 +225,10 @@ fn a_clock_stepped_back_neither_drops_events_nor_stalls_debounce_or_repeats() {
         "the debounce flushes 60 s after the new now, not two hours later: {out:?}"
     );
     let firing = a.view()[0].clone();
-    assert!(firing.firing, "still firing: what was counted stays counted");
+    assert!(
+        firing.firing,
+        "still firing: what was counted stays counted"
+    );
     assert_eq!(firing.value, Some(4.0));
     // The repeat interval runs from the new now, not from a time two hours ahead.
     let out = a.tick(back + 61_000 + 10 * 60_000, &mut id);

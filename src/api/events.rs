@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 #[derive(Serialize)]
 struct Accepted {
@@ -84,13 +83,12 @@ pub(super) async fn post_events(
         s.inner().queued.fetch_sub(n, Ordering::AcqRel);
         return unavailable("the journal queue is full; retry shortly");
     }
+    // No timeout: the journal answers every request once its commit is over, and an answer
+    // given before that could not say whether the events were stored.
     let r = s
         .inner()
         .journal
-        .call(
-            |reply| JournalMsg::Append(events, reply),
-            Some(Duration::from_secs(60)),
-        )
+        .call(|reply| JournalMsg::Append(events, reply), None)
         .await;
     match r {
         Ok(ractor::rpc::CallResult::Success(Ok(a))) => {
@@ -106,10 +104,10 @@ pub(super) async fn post_events(
             )
                 .into_response()
         }
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-            unavailable(format!("the store could not commit the events: {e}"))
-        }
-        _ => unavailable("the journal did not answer; the events were not acknowledged"),
+        Ok(ractor::rpc::CallResult::Success(Err(e))) => unavailable(e),
+        _ => unavailable(
+            "the journal stopped while committing: the events may or may not be stored; a retry with client ids is counted once",
+        ),
     }
 }
 
