@@ -97,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reload", post(post_reload))
         .route("/readyz", get(readyz))
         .route("/metrics", get(get_metrics))
+        .merge(crate::api_silences::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -298,9 +299,14 @@ fn alert_json(spec: &AlertSpec, view: Option<crate::alert::actor::AlertView>) ->
 async fn get_alerts(State(s): State<AppState>) -> Response {
     match ractor::call_t!(s.0.supervisor, SupervisorMsg::Alerts, 10_000) {
         Ok(list) => {
+            let (silences, now) = (s.0.store.silences(), now_ms());
             let alerts: Vec<_> = list
                 .into_iter()
-                .map(|(spec, v)| alert_json(&spec, v))
+                .map(|(spec, v)| {
+                    let mut a = alert_json(&spec, v);
+                    a["silences"] = crate::api_silences::active_json(&silences, &spec.id, now);
+                    a
+                })
                 .collect();
             Json(json!({ "alerts": alerts })).into_response()
         }
@@ -371,6 +377,10 @@ pub fn delivery_json(d: &Delivery) -> serde_json::Value {
 }
 
 async fn get_deliveries(State(s): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+    if q.status.as_deref() == Some("suppressed") {
+        let limit = q.limit.unwrap_or(100).min(10_000);
+        return crate::api_silences::suppressed_deliveries(s.0.store.clone(), limit).await;
+    }
     let status: DeliveryStatus = match q.status.as_deref().unwrap_or("pending").parse() {
         Ok(st) => st,
         Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),

@@ -16,6 +16,8 @@
 //! - [`delivery::dispatcher`] (actor) sends due outbox rows with bounded concurrency (overall and
 //!   per endpoint), formats through [`destination`] (`general`, `slack`, `pagerduty`), retries with
 //!   backoff, and records results in groups: delivered log, reschedule, or dead letters.
+//! - [`silence`] mutes notifications for a while (DESIGN §12): the tick hands every alert the
+//!   store's silence snapshot, and what a silence matches is recorded as suppressed, not sent.
 //! - [`store`] holds every table and transaction; [`codec`] every stored byte format.
 //! - [`memory`] returns freed heap to the OS after start-up, reloads and bursts.
 //! - [`daemon`] starts it all, signals readiness to systemd, reloads on SIGHUP and stops gracefully.
@@ -25,6 +27,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod api_silences;
 pub mod cli;
 pub mod clock;
 pub mod codec;
@@ -41,6 +44,7 @@ pub mod notification;
 pub mod router;
 pub mod scheduler;
 pub mod server;
+pub mod silence;
 pub mod store;
 pub mod supervisor;
 pub mod testhooks;

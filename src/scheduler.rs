@@ -12,6 +12,7 @@ use crate::delivery::dispatcher::DispatcherMsg;
 use crate::destination::{self, Context};
 use crate::metrics;
 use crate::router::RouterMsg;
+use crate::silence;
 use crate::store::{Store, TickCommit};
 use ractor::{ActorRef, RpcReplyPort};
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct TickReport {
 pub async fn tick(inputs: TickInputs<'_>, now: i64) -> Result<TickReport, String> {
     let through =
         ractor::call!(inputs.router, RouterMsg::Watermark).map_err(|e| format!("router: {e}"))?;
+    // Silences (DESIGN §12): one snapshot for the whole tick.
+    let silences = inputs.store.silences();
     let mut outputs: Vec<TickOutput> = Vec::new();
     let mut incomplete = false;
     // Send every tick first, then collect: shards evaluate in parallel.
@@ -53,6 +56,7 @@ pub async fn tick(inputs: TickInputs<'_>, now: i64) -> Result<TickReport, String
         let msg = AlertMsg::Tick {
             now_ms: now,
             through,
+            silences: silences.clone(),
             reply: RpcReplyPort::from(tx),
         };
         if shard.cast(msg).is_ok() {
@@ -95,7 +99,9 @@ pub async fn tick(inputs: TickInputs<'_>, now: i64) -> Result<TickReport, String
                 .deliveries
                 .push(destination::prepare(n, &o.spec, &ctx));
         }
+        silence::engine::record(&o.spec, &o.suppressed, &ctx, inputs.config, &mut commit);
     }
+    silence::engine::gauge(&silences, now);
     metrics::set_alerts_firing(firing);
     let report = TickReport {
         notifications: commit.deliveries.len(),
@@ -104,6 +110,7 @@ pub async fn tick(inputs: TickInputs<'_>, now: i64) -> Result<TickReport, String
     };
     if commit.checkpoints.is_empty()
         && commit.deliveries.is_empty()
+        && commit.suppressed.is_empty()
         && commit.remove_checkpoints.is_empty()
         && commit.prune_through.is_none()
     {

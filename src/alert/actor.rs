@@ -9,7 +9,7 @@
 //! (a bug in the shard itself) kills the shard, and the supervisor restarts it with its alerts
 //! the same way.
 
-use super::{AlertState, TriggerView};
+use super::{AlertState, Suppressed, TriggerView};
 use crate::codec;
 use crate::config::AlertSpec;
 use crate::metrics;
@@ -27,6 +27,8 @@ pub struct TickOutput {
     pub spec: Arc<AlertSpec>,
     pub checkpoint: Option<Vec<u8>>,
     pub notifications: Vec<Notification>,
+    /// Silences (DESIGN §12): decided but muted; recorded, not sent.
+    pub suppressed: Vec<Suppressed>,
     pub firing: usize,
 }
 
@@ -62,6 +64,8 @@ pub enum AlertMsg {
     Tick {
         now_ms: i64,
         through: u64,
+        /// Silences (DESIGN §12): the snapshot every alert matches against at this tick.
+        silences: Arc<crate::silence::SilenceSet>,
         reply: RpcReplyPort<ShardTick>,
     },
     /// Adds (or replaces) an alert; replies once it is in place.
@@ -230,6 +234,7 @@ impl Actor for AlertActor {
             AlertMsg::Tick {
                 now_ms,
                 through,
+                silences,
                 reply,
             } => {
                 let mut out = ShardTick {
@@ -244,7 +249,7 @@ impl Actor for AlertActor {
                         }
                         alert.applied_through(through);
                         let mut new_id = || uuid::Uuid::now_v7().to_string();
-                        let notifications = alert.tick(now_ms, &mut new_id);
+                        let decided = alert.tick_silenced(now_ms, &mut new_id, &silences);
                         let checkpoint = alert
                             .take_checkpoint_if_dirty()
                             .map(|cp| codec::encode(&cp));
@@ -252,7 +257,8 @@ impl Actor for AlertActor {
                         TickOutput {
                             spec: alert.spec().clone(),
                             checkpoint,
-                            notifications,
+                            notifications: decided.send,
+                            suppressed: decided.suppressed,
                             firing,
                         }
                     }));
