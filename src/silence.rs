@@ -171,7 +171,7 @@ impl SilenceSet {
             .of_alert(alert)
             .filter(|s| s.state(now_ms) == SilenceState::Active)
             .collect();
-        out.sort_by(|a, b| b.key().cmp(&a.key()));
+        out.sort_by_key(|s| std::cmp::Reverse(s.key()));
         out
     }
 
