@@ -717,3 +717,104 @@ impl Store {
         })
     }
 }
+
+#[cfg(test)]
+mod silence_tests {
+    use super::*;
+    use crate::silence::{SilenceState, KEEP_EXPIRED_MS};
+
+    const NOW: i64 = 1_780_000_000_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn silence(n: u8, starts: i64, ends: i64) -> Silence {
+        Silence {
+            id: format!("0197a000-0000-7000-8000-0000000000{n:02x}"),
+            alert: "a".into(),
+            event_types: vec![],
+            starts_ms: starts,
+            ends_ms: ends,
+            comment: "c".into(),
+            created_by: "t".into(),
+            created_ms: starts,
+        }
+    }
+
+    fn add(store: &Store, now: i64, s: Silence) {
+        store
+            .create_silence(now, |_| Ok::<_, ()>(s))
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn silences_persist_and_a_refused_one_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            add(&store, NOW, silence(1, NOW, NOW + HOUR));
+            let refused = store
+                .create_silence(NOW, |set| Err(set.all().len()))
+                .unwrap();
+            assert_eq!(refused, Err(1), "the maker sees the current set");
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.silences().all(), &[silence(1, NOW, NOW + HOUR)]);
+    }
+
+    #[test]
+    fn expiring_ends_a_silence_now_and_a_pending_one_becomes_an_empty_span() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (active, pending) = (
+            silence(1, NOW - HOUR, NOW + HOUR),
+            silence(2, NOW + HOUR, NOW + 2 * HOUR),
+        );
+        add(&store, NOW, active.clone());
+        add(&store, NOW, pending.clone());
+        let ended = store.expire_silence(active.key(), NOW).unwrap().unwrap();
+        assert_eq!((ended.starts_ms, ended.ends_ms), (NOW - HOUR, NOW));
+        let ended = store.expire_silence(pending.key(), NOW).unwrap().unwrap();
+        assert_eq!((ended.starts_ms, ended.ends_ms), (NOW, NOW));
+        assert!(store
+            .silences()
+            .all()
+            .iter()
+            .all(|s| s.state(NOW) == SilenceState::Expired));
+        let again = store
+            .expire_silence(active.key(), NOW + 5)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.ends_ms, NOW, "an ended silence is left as it is");
+        assert!(store
+            .expire_silence(silence(9, 0, 1).key(), NOW)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn silences_expired_for_a_day_are_deleted_at_the_next_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        add(&store, NOW, silence(1, NOW, NOW + HOUR));
+        let later = NOW + HOUR + KEEP_EXPIRED_MS;
+        assert!(
+            store
+                .expire_silence(silence(1, 0, 1).key(), later)
+                .unwrap()
+                .is_none(),
+            "no longer listed"
+        );
+        add(&store, later, silence(2, later, later + HOUR));
+        drop(store);
+        let ids: Vec<u128> = Store::open(&path)
+            .unwrap()
+            .silences()
+            .all()
+            .iter()
+            .map(|s| s.key() & 0xff)
+            .collect();
+        assert_eq!(ids, vec![2]);
+    }
+}

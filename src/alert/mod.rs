@@ -384,9 +384,7 @@ impl AlertState {
             if silences.is_empty() {
                 return None;
             }
-            silences
-                .matching(&spec.id, event, now_ms)
-                .map(|s| s.id.clone())
+            silences.matching(&spec.id, event, now_ms)
         };
         for (t, state) in spec.triggers.iter().zip(self.thresholds.iter_mut()) {
             let Some(s) = state else { continue };
@@ -433,9 +431,9 @@ impl AlertState {
                 items: Vec::new(),
             };
             match silence.filter(|_| d.suppressed) {
-                Some(silence_id) => suppressed.push(Suppressed {
+                Some(silence) => suppressed.push(Suppressed {
                     notification: n,
-                    silence_id,
+                    silence_id: silence.id.clone(),
                 }),
                 None => out.push(n),
             }
@@ -472,9 +470,9 @@ impl AlertState {
                 items: b.items.into_iter().map(|i| i.object).collect(),
             };
             match silence_of(et) {
-                Some(silence_id) => suppressed.push(Suppressed {
+                Some(silence) => suppressed.push(Suppressed {
                     notification: n,
-                    silence_id,
+                    silence_id: silence.id.clone(),
                 }),
                 None => out.push(n),
             }
