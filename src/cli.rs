@@ -30,6 +30,8 @@ pub fn emit(args: std::fmt::Arguments<'_>) {
     }
 }
 
+mod silence;
+
 const DEFAULT_CONFIG: &str = "config/alertd.toml";
 const DEFAULT_RECEIVE: &str = "127.0.0.1:9000";
 
@@ -99,7 +101,7 @@ pub enum Command {
     },
     /// List deliveries of a running daemon as a table.
     Deliveries {
-        /// pending, dead or delivered.
+        /// pending, dead, delivered or suppressed.
         #[arg(long, default_value = "pending")]
         status: String,
         #[arg(long, default_value_t = 50)]
@@ -117,6 +119,11 @@ pub enum Command {
         config: PathBuf,
         #[arg(long)]
         url: Option<String>,
+    },
+    /// Mute alerts for a while on a running daemon: add, list, expire.
+    Silence {
+        #[command(subcommand)]
+        command: silence::SilenceCommand,
     },
 }
 
@@ -168,6 +175,7 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             url,
         } => rt.block_on(deliveries(&status, limit, &config, url)),
         Command::Retry { id, config, url } => rt.block_on(retry(&id, &config, url)),
+        Command::Silence { command } => rt.block_on(silence::run(command)),
     }
 }
 
@@ -415,7 +423,11 @@ async fn deliveries(
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
             when,
-            s("last_error").chars().take(80).collect::<String>()
+            if r["silence_id"].is_string() {
+                format!("suppressed by silence {}", s("silence_id"))
+            } else {
+                s("last_error").chars().take(80).collect::<String>()
+            }
         );
     }
     eprintln!(

@@ -23,6 +23,8 @@
 //!   ([`config::LiveConfig`]) that every part reads; [`reload`] validates a new file first.
 //! - [`store`] holds every table and transaction; [`codec`] every stored byte format;
 //!   [`secrets`] keeps secrets out of messages.
+//! - [`silence`] mutes notifications for a while (DESIGN §12): the tick hands every alert the
+//!   store's silence snapshot, and what a silence matches is recorded as suppressed, not sent.
 //! - [`memory`] returns freed heap to the OS after start-up, reloads and bursts.
 //! - [`daemon`] starts it all, signals readiness to systemd, reloads on SIGHUP and stops gracefully.
 //!
@@ -31,6 +33,7 @@
 
 pub mod alert;
 pub mod api;
+
 pub mod cli;
 pub mod clock;
 pub mod codec;
@@ -49,6 +52,7 @@ pub mod router;
 pub mod scheduler;
 pub mod secrets;
 pub mod server;
+pub mod silence;
 pub mod store;
 pub mod supervisor;
 pub mod testhooks;

@@ -21,6 +21,8 @@ struct Metrics {
     journal_batch: Histogram,
     alerts_firing: Gauge,
     notifications: Family<Labels, Counter>,
+    suppressed: Family<Labels, Counter>,
+    silences_active: Gauge,
     attempts: Family<Labels, Counter>,
     delivery_latency: Histogram,
     outbox_depth: Gauge,
@@ -105,6 +107,18 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
         "Notifications decided, by alert and state",
         notifications.clone(),
     );
+    let suppressed = Family::<Labels, Counter>::default();
+    registry.register(
+        "notifications_suppressed",
+        "Notifications an active silence kept from being sent, by alert",
+        suppressed.clone(),
+    );
+    let silences_active = Gauge::default();
+    registry.register(
+        "silences_active",
+        "Silences in force now (pending and expired ones not counted)",
+        silences_active.clone(),
+    );
     let attempts = Family::<Labels, Counter>::default();
     registry.register(
         "delivery_attempts",
@@ -162,6 +176,8 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
         journal_batch,
         alerts_firing,
         notifications,
+        suppressed,
+        silences_active,
         attempts,
         delivery_latency,
         outbox_depth,
@@ -202,6 +218,18 @@ pub fn notification(alert: &str, state: &str) {
             ("state", state.to_string()),
         ])
         .inc();
+}
+
+/// Counts a notification a silence suppressed.
+pub fn notification_suppressed(alert: &str) {
+    M.suppressed
+        .get_or_create(&vec![("alert", alert.to_string())])
+        .inc();
+}
+
+/// Sets the number of silences in force.
+pub fn set_silences_active(n: usize) {
+    M.silences_active.set(n as i64);
 }
 
 /// Counts a delivery attempt.

@@ -32,9 +32,11 @@ use crate::delivery::dispatcher::DispatcherMsg;
 use crate::destination::{self, Context};
 use crate::metrics;
 use crate::router::RouterMsg;
+use crate::silence;
 use crate::store::{Store, TickCommit};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -100,7 +102,12 @@ pub struct TickReport {
 
 impl SchedulerState {
     /// Casts the tick to every running alert and gathers the answers.
-    async fn gather(&mut self, now: i64, through: u64) -> (Vec<TickReply>, usize) {
+    async fn gather(
+        &mut self,
+        now: i64,
+        through: u64,
+        silences: Arc<silence::SilenceSet>,
+    ) -> (Vec<TickReply>, usize) {
         self.tick_no += 1;
         let actors: Vec<(ActorRef<AlertMsg>, String, u64)> = {
             let reg = self.registry.lock().await;
@@ -113,6 +120,7 @@ impl SchedulerState {
             tick_no: self.tick_no,
             now_ms: now,
             through,
+            silences,
             reply: self.tx.clone(),
         };
         let mut waiting: std::collections::HashSet<(String, u64)> = actors
@@ -158,7 +166,9 @@ impl SchedulerState {
                 return report;
             }
         };
-        let (replies, missing) = self.gather(now, through).await;
+        // Silences (DESIGN §12): one snapshot for the whole tick.
+        let silences = self.store.silences();
+        let (replies, missing) = self.gather(now, through, silences.clone()).await;
         report.late = missing;
         if missing > 0 {
             tracing::warn!(
@@ -199,12 +209,17 @@ impl SchedulerState {
                     .deliveries
                     .push(destination::prepare(n, &o.spec, &ctx));
             }
+            silence::engine::record(&o.spec, &o.suppressed, &ctx, &config, &mut commit);
         }
+        silence::engine::gauge(&silences, now);
         commit.checkpoints = checkpoints
             .into_iter()
             .map(|(id, cp)| (id.to_string(), cp.clone()))
             .collect();
-        let committed = if commit.checkpoints.is_empty() && commit.deliveries.is_empty() {
+        let committed = if commit.checkpoints.is_empty()
+            && commit.deliveries.is_empty()
+            && commit.suppressed.is_empty()
+        {
             Ok(commit)
         } else {
             let store = self.store.clone();

@@ -8,19 +8,27 @@
 use crate::codec::{self, CodecError};
 use crate::delivery::{Delivery, DeliveryStatus};
 use crate::event::Event;
+use crate::silence::engine::SuppressedDelivery;
+use crate::silence::{Silence, SilenceSet};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// redb page cache size.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
-/// The schema this build writes. A file with a larger number is refused.
-pub const SCHEMA_VERSION: u64 = 1;
+/// The schema this build writes. A file with a larger number is refused; a smaller one is
+/// migrated at open (see [`migrate`]).
+///
+/// 1: the first release. 2: silences — the `silences` and `suppressed_log` tables, and alert
+/// checkpoints that carry silence marks after their trigger states (the alert module reads both
+/// checkpoint layouts, so upgrading rewrites nothing; the number keeps an older alertd, which
+/// would not understand new checkpoints, from opening the file).
+pub const SCHEMA_VERSION: u64 = 2;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
@@ -32,6 +40,10 @@ const DELIVERY_LOG: TableDefinition<u128, &[u8]> = TableDefinition::new("deliver
 const INGEST_IDS: TableDefinition<&str, i64> = TableDefinition::new("ingest_ids");
 /// The same ids ordered by acceptance time, so expiry is a range delete.
 const INGEST_ID_TIMES: TableDefinition<(i64, &str), ()> = TableDefinition::new("ingest_id_times");
+/// Silence id (UUIDv7 as `u128`) → [`Silence`]; expired ones are deleted a day after their end.
+const SILENCES: TableDefinition<u128, &[u8]> = TableDefinition::new("silences");
+/// Notification id → [`SuppressedDelivery`]: what silences kept from being sent, newest N.
+const SUPPRESSED_LOG: TableDefinition<u128, &[u8]> = TableDefinition::new("suppressed_log");
 
 const META_SCHEMA: &str = "schema_version";
 const META_LAST_SEQ: &str = "last_seq";
@@ -93,6 +105,10 @@ pub struct AppendOutcome {
 pub struct TickCommit {
     pub checkpoints: Vec<(String, Vec<u8>)>,
     pub deliveries: Vec<Delivery>,
+    /// Notifications silences suppressed at this tick, for the delivery history.
+    pub suppressed: Vec<SuppressedDelivery>,
+    /// How many suppressed rows the history keeps (the newest); applied when rows are added.
+    pub suppressed_log_size: usize,
 }
 
 /// Raw checkpoints (in the order asked) and the point every alert has applied the inbox through.
@@ -121,6 +137,12 @@ struct Inner {
     db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
     failed: AtomicBool,
+    /// The `silences` table as of the last commit that changed it: every tick matches against
+    /// it, so it is read from memory, not from the file.
+    silences: RwLock<Arc<SilenceSet>>,
+    /// Serializes silence changes, so a check against the snapshot (e.g. the live limit) and the
+    /// write it allows are one step.
+    silence_writes: Mutex<()>,
 }
 
 fn durable(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
@@ -140,11 +162,14 @@ impl Store {
     /// Opens or creates the data file, creating tables and checking the schema version.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = open_db(path)?;
+        let silences = load_silences(&db)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 db: RwLock::new(Some(Arc::new(db))),
                 path: path.to_path_buf(),
                 failed: AtomicBool::new(false),
+                silences: RwLock::new(Arc::new(silences)),
+                silence_writes: Mutex::new(()),
             }),
         })
     }
@@ -236,6 +261,11 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
                         supported: SCHEMA_VERSION,
                     })
                 }
+                Some(v) if v < SCHEMA_VERSION => {
+                    migrate(&txn, v)?;
+                    meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+                    tracing::info!(path = %path.display(), from = v, to = SCHEMA_VERSION, "data file schema upgraded");
+                }
                 Some(_) => {}
                 None => {
                     meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
@@ -248,10 +278,39 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             txn.open_table(DELIVERY_LOG)?;
             txn.open_table(INGEST_IDS)?;
             txn.open_table(INGEST_ID_TIMES)?;
+            txn.open_table(SILENCES)?;
+            txn.open_table(SUPPRESSED_LOG)?;
         }
         txn.commit()?;
         Ok(db)
     }
+}
+
+/// Brings a data file of schema `from` up to [`SCHEMA_VERSION`] inside the opening
+/// transaction (new tables are created by the caller).
+fn migrate(_txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
+    // 1 → 2: nothing to rewrite. The new tables start empty and alert checkpoints of the first
+    // release are read as they are (`AlertState::decode_checkpoint`) and rewritten in the new
+    // layout at their alert's next change.
+    debug_assert!(from < SCHEMA_VERSION);
+    Ok(())
+}
+
+/// Every stored silence; an unreadable row is logged and left out rather than stopping alertd.
+fn load_silences(db: &Database) -> Result<SilenceSet, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(SILENCES)?;
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        match decode::<Silence>("silences", v.value()) {
+            Ok(s) => out.push(s),
+            Err(e) => {
+                tracing::error!(key = k.value(), error = %e, "skipping an unreadable silence")
+            }
+        }
+    }
+    Ok(SilenceSet::new(out))
 }
 
 impl Store {
@@ -382,6 +441,16 @@ impl Store {
                 let mut outbox = txn.open_table(OUTBOX)?;
                 for d in &tick.deliveries {
                     outbox.insert(d.key(), codec::encode(d).as_slice())?;
+                }
+                if !tick.suppressed.is_empty() {
+                    let mut log = txn.open_table(SUPPRESSED_LOG)?;
+                    for s in &tick.suppressed {
+                        log.insert(s.delivery.key(), codec::encode(s).as_slice())?;
+                    }
+                    let excess = log.len()?.saturating_sub(tick.suppressed_log_size as u64);
+                    for _ in 0..excess {
+                        log.pop_first()?;
+                    }
                 }
             }
             txn.commit()?;
@@ -607,5 +676,230 @@ impl Store {
             txn.commit()?;
             Ok(requeued)
         })
+    }
+}
+
+/// Silences: the cached snapshot and the two changes the API makes.
+impl Store {
+    /// Every stored silence as of the last change; cheap (an `Arc`), called at every tick.
+    pub fn silences(&self) -> Arc<SilenceSet> {
+        self.inner
+            .silences
+            .read()
+            .expect("silence cache lock is never poisoned")
+            .clone()
+    }
+
+    fn publish(&self, set: SilenceSet) {
+        *self
+            .inner
+            .silences
+            .write()
+            .expect("silence cache lock is never poisoned") = Arc::new(set);
+    }
+
+    /// Adds the silence `make` builds from the current set (or the error it returns), in one
+    /// durable transaction that also deletes silences no longer kept at `now_ms`.
+    pub fn create_silence<E>(
+        &self,
+        now_ms: i64,
+        make: impl FnOnce(&SilenceSet) -> Result<Silence, E>,
+    ) -> Result<Result<Silence, E>, StoreError> {
+        let _one_at_a_time = self
+            .inner
+            .silence_writes
+            .lock()
+            .expect("silence write lock is never poisoned");
+        let current = self.silences();
+        let silence = match make(&current) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut next: Vec<Silence> = current
+            .all()
+            .iter()
+            .filter(|s| s.is_kept(now_ms))
+            .cloned()
+            .collect();
+        let gone: Vec<u128> = current
+            .all()
+            .iter()
+            .filter(|s| !s.is_kept(now_ms))
+            .map(Silence::key)
+            .collect();
+        self.with(|db| {
+            let txn = durable(db)?;
+            {
+                let mut table = txn.open_table(SILENCES)?;
+                for k in &gone {
+                    table.remove(*k)?;
+                }
+                table.insert(silence.key(), codec::encode(&silence).as_slice())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })?;
+        next.push(silence.clone());
+        self.publish(SilenceSet::new(next));
+        Ok(Ok(silence))
+    }
+
+    /// Ends silence `id` at `now_ms` (a pending one becomes an empty span at `now_ms`); one that
+    /// already ended is returned unchanged. `None` when no such silence is stored.
+    pub fn expire_silence(&self, id: u128, now_ms: i64) -> Result<Option<Silence>, StoreError> {
+        let _one_at_a_time = self
+            .inner
+            .silence_writes
+            .lock()
+            .expect("silence write lock is never poisoned");
+        let current = self.silences();
+        let Some(found) = current
+            .all()
+            .iter()
+            .find(|s| s.key() == id && s.is_kept(now_ms))
+        else {
+            return Ok(None);
+        };
+        if found.ends_ms <= now_ms {
+            return Ok(Some(found.clone()));
+        }
+        let mut ended = found.clone();
+        ended.ends_ms = now_ms;
+        ended.starts_ms = ended.starts_ms.min(now_ms);
+        self.with(|db| {
+            let txn = durable(db)?;
+            txn.open_table(SILENCES)?
+                .insert(id, codec::encode(&ended).as_slice())?;
+            txn.commit()?;
+            Ok(())
+        })?;
+        let next: Vec<Silence> = current
+            .all()
+            .iter()
+            .map(|s| {
+                if s.key() == id {
+                    ended.clone()
+                } else {
+                    s.clone()
+                }
+            })
+            .collect();
+        self.publish(SilenceSet::new(next));
+        Ok(Some(ended))
+    }
+
+    /// Newest-first suppressed notifications, at most `limit`.
+    pub fn list_suppressed(&self, limit: usize) -> Result<Vec<SuppressedDelivery>, StoreError> {
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(SUPPRESSED_LOG)?;
+            let mut out = Vec::new();
+            for row in table.iter()?.rev().take(limit) {
+                let (_, v) = row?;
+                out.push(decode("suppressed_log", v.value())?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod silence_tests {
+    use super::*;
+    use crate::silence::{SilenceState, KEEP_EXPIRED_MS};
+
+    const NOW: i64 = 1_780_000_000_000;
+    const HOUR: i64 = 3_600_000;
+
+    fn silence(n: u8, starts: i64, ends: i64) -> Silence {
+        Silence {
+            id: format!("0197a000-0000-7000-8000-0000000000{n:02x}"),
+            alert: "a".into(),
+            event_types: vec![],
+            starts_ms: starts,
+            ends_ms: ends,
+            comment: "c".into(),
+            created_by: "t".into(),
+            created_ms: starts,
+        }
+    }
+
+    fn add(store: &Store, now: i64, s: Silence) {
+        store
+            .create_silence(now, |_| Ok::<_, ()>(s))
+            .unwrap()
+            .unwrap();
+    }
+
+    #[test]
+    fn silences_persist_and_a_refused_one_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            add(&store, NOW, silence(1, NOW, NOW + HOUR));
+            let refused = store
+                .create_silence(NOW, |set| Err(set.all().len()))
+                .unwrap();
+            assert_eq!(refused, Err(1), "the maker sees the current set");
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.silences().all(), &[silence(1, NOW, NOW + HOUR)]);
+    }
+
+    #[test]
+    fn expiring_ends_a_silence_now_and_a_pending_one_becomes_an_empty_span() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let (active, pending) = (
+            silence(1, NOW - HOUR, NOW + HOUR),
+            silence(2, NOW + HOUR, NOW + 2 * HOUR),
+        );
+        add(&store, NOW, active.clone());
+        add(&store, NOW, pending.clone());
+        let ended = store.expire_silence(active.key(), NOW).unwrap().unwrap();
+        assert_eq!((ended.starts_ms, ended.ends_ms), (NOW - HOUR, NOW));
+        let ended = store.expire_silence(pending.key(), NOW).unwrap().unwrap();
+        assert_eq!((ended.starts_ms, ended.ends_ms), (NOW, NOW));
+        assert!(store
+            .silences()
+            .all()
+            .iter()
+            .all(|s| s.state(NOW) == SilenceState::Expired));
+        let again = store
+            .expire_silence(active.key(), NOW + 5)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.ends_ms, NOW, "an ended silence is left as it is");
+        assert!(store
+            .expire_silence(silence(9, 0, 1).key(), NOW)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn silences_expired_for_a_day_are_deleted_at_the_next_creation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        add(&store, NOW, silence(1, NOW, NOW + HOUR));
+        let later = NOW + HOUR + KEEP_EXPIRED_MS;
+        assert!(
+            store
+                .expire_silence(silence(1, 0, 1).key(), later)
+                .unwrap()
+                .is_none(),
+            "no longer listed"
+        );
+        add(&store, later, silence(2, later, later + HOUR));
+        drop(store);
+        let ids: Vec<u128> = Store::open(&path)
+            .unwrap()
+            .silences()
+            .all()
+            .iter()
+            .map(|s| s.key() & 0xff)
+            .collect();
+        assert_eq!(ids, vec![2]);
     }
 }

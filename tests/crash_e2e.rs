@@ -400,7 +400,8 @@ async fn a_data_file_of_a_newer_schema_is_refused_with_both_versions() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("schema version 99") && err.contains("supports up to 1"),
+        err.contains("schema version 99")
+            && err.contains(&format!("supports up to {}", alertd::store::SCHEMA_VERSION)),
         "{err}"
     );
 }

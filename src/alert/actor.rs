@@ -11,7 +11,7 @@
 //! its checkpoint left it. Once ready, everything the router routed before a tick's watermark is
 //! in the mailbox ahead of the tick.
 
-use super::{AlertState, TriggerView};
+use super::{AlertState, Suppressed, TriggerView};
 use crate::codec;
 use crate::config::AlertSpec;
 use crate::metrics;
@@ -27,6 +27,8 @@ pub struct TickOutput {
     pub spec: Arc<AlertSpec>,
     pub checkpoint: Option<Vec<u8>>,
     pub notifications: Vec<Notification>,
+    /// Silences (DESIGN §12): decided but muted; recorded, not sent.
+    pub suppressed: Vec<Suppressed>,
     pub firing: usize,
     /// Every inbox event at or below this sequence is reflected in the alert's state.
     pub applied_seq: u64,
@@ -51,6 +53,8 @@ pub struct TickRequest {
     pub now_ms: i64,
     /// The router's watermark when the tick started: every event up to it is in the mailbox.
     pub through: u64,
+    /// Silences (DESIGN §12): the snapshot every alert matches against at this tick.
+    pub silences: Arc<crate::silence::SilenceSet>,
     pub reply: UnboundedSender<TickReply>,
 }
 
@@ -116,13 +120,18 @@ pub fn state_from_seed(seed: AlertSeed) -> AlertState {
 }
 
 impl AlertActorState {
-    fn tick(&mut self, now_ms: i64, through: u64) -> TickOutput {
+    fn tick(
+        &mut self,
+        now_ms: i64,
+        through: u64,
+        silences: &crate::silence::SilenceSet,
+    ) -> TickOutput {
         if crate::testhooks::should_panic(&self.id) {
             panic!("test hook: alert {} panics at tick", self.id);
         }
         self.alert.applied_through(through);
         let mut new_id = || uuid::Uuid::now_v7().to_string();
-        let notifications = self.alert.tick(now_ms, &mut new_id);
+        let decided = self.alert.tick_silenced(now_ms, &mut new_id, silences);
         let checkpoint = self
             .alert
             .take_checkpoint_if_dirty()
@@ -131,7 +140,8 @@ impl AlertActorState {
         TickOutput {
             spec: self.alert.spec().clone(),
             checkpoint,
-            notifications,
+            notifications: decided.send,
+            suppressed: decided.suppressed,
             firing,
             applied_seq: self.alert.applied_seq(),
         }
@@ -177,7 +187,9 @@ impl Actor for AlertActor {
                 state.ready = true;
             }
             AlertMsg::Tick(req) => {
-                let output = state.ready.then(|| state.tick(req.now_ms, req.through));
+                let output = state
+                    .ready
+                    .then(|| state.tick(req.now_ms, req.through, &req.silences));
                 if let Some(delay) = crate::testhooks::tick_delay(&state.id) {
                     tokio::time::sleep(delay).await;
                 }

@@ -15,10 +15,11 @@ use crate::codec;
 use crate::config::{AlertSpec, TriggerSpec};
 use crate::event::{Event, EventBody, EventType, ScoreEntity};
 use crate::notification::{MetricSnapshot, Notification, NotificationState};
+use crate::silence::SilenceSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use threshold::ThresholdState;
+use threshold::{SilenceMarks, ThresholdState};
 
 /// One event kept in a debounce bucket.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,13 +39,102 @@ pub struct Bucket {
 }
 
 /// What is persisted for an alert at a tick.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Stored as [`CheckpointWire`]: the layout of the first release followed by each episode's
+/// [`SilenceMarks`]. Because the new field comes last, the two layouts cannot be mistaken for
+/// each other (the old one is a strict prefix, and decoding rejects trailing bytes), so
+/// [`AlertState::decode_checkpoint`] reads both and a data file from before silences keeps its
+/// windows and episodes (their firings were all sent: default marks).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "CheckpointWire")]
 pub struct Checkpoint {
     pub applied_seq: u64,
     /// Threshold trigger states keyed by the trigger's fingerprint.
     pub triggers: Vec<(String, ThresholdState)>,
     pub buckets: Vec<(EventType, Bucket)>,
     pub last_notified_ms: Option<i64>,
+}
+
+/// A checkpoint as stored since silences (data file schema 2).
+#[derive(Deserialize)]
+struct CheckpointWire {
+    applied_seq: u64,
+    triggers: Vec<(String, ThresholdState)>,
+    buckets: Vec<(EventType, Bucket)>,
+    last_notified_ms: Option<i64>,
+    /// One per entry of `triggers`, in the same order.
+    episode_marks: Vec<SilenceMarks>,
+}
+
+/// A checkpoint as the first release stored it (data file schema 1).
+#[derive(Deserialize)]
+struct CheckpointV1 {
+    applied_seq: u64,
+    triggers: Vec<(String, ThresholdState)>,
+    buckets: Vec<(EventType, Bucket)>,
+    last_notified_ms: Option<i64>,
+}
+
+impl Serialize for Checkpoint {
+    /// Writes the [`CheckpointWire`] layout without copying the trigger states.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Wire<'a> {
+            applied_seq: u64,
+            triggers: &'a [(String, ThresholdState)],
+            buckets: &'a [(EventType, Bucket)],
+            last_notified_ms: Option<i64>,
+            episode_marks: Vec<SilenceMarks>,
+        }
+        Wire {
+            applied_seq: self.applied_seq,
+            triggers: &self.triggers,
+            buckets: &self.buckets,
+            last_notified_ms: self.last_notified_ms,
+            episode_marks: self
+                .triggers
+                .iter()
+                .map(|(_, t)| t.episode.map(|e| e.marks).unwrap_or_default())
+                .collect(),
+        }
+        .serialize(s)
+    }
+}
+
+impl TryFrom<CheckpointWire> for Checkpoint {
+    type Error = String;
+    fn try_from(w: CheckpointWire) -> Result<Self, String> {
+        if w.episode_marks.len() != w.triggers.len() {
+            return Err(format!(
+                "{} episode marks for {} triggers",
+                w.episode_marks.len(),
+                w.triggers.len()
+            ));
+        }
+        let mut triggers = w.triggers;
+        for ((_, t), marks) in triggers.iter_mut().zip(w.episode_marks) {
+            if let Some(e) = t.episode.as_mut() {
+                e.marks = marks;
+            }
+        }
+        Ok(Checkpoint {
+            applied_seq: w.applied_seq,
+            triggers,
+            buckets: w.buckets,
+            last_notified_ms: w.last_notified_ms,
+        })
+    }
+}
+
+impl From<CheckpointV1> for Checkpoint {
+    fn from(v: CheckpointV1) -> Self {
+        Checkpoint {
+            applied_seq: v.applied_seq,
+            triggers: v.triggers,
+            buckets: v.buckets,
+            last_notified_ms: v.last_notified_ms,
+        }
+    }
 }
 
 impl Checkpoint {
@@ -74,6 +164,21 @@ impl Checkpoint {
 pub struct Applied {
     pub counted: bool,
     pub late: bool,
+}
+
+/// A notification an active silence kept from being sent (DESIGN §12).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suppressed {
+    pub notification: Notification,
+    /// The silence that matched.
+    pub silence_id: String,
+}
+
+/// What a tick decided: notifications to send, and those silences suppressed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Decided {
+    pub send: Vec<Notification>,
+    pub suppressed: Vec<Suppressed>,
 }
 
 /// The live state of one alert.
@@ -129,7 +234,12 @@ impl AlertState {
         let unreadable = |e: String| {
             format!("alert {alert_id:?}: stored state is unreadable ({e}); starting it fresh")
         };
-        let cp: Checkpoint = codec::decode(bytes).map_err(|e| unreadable(e.to_string()))?;
+        let cp: Checkpoint = match codec::decode::<Checkpoint>(bytes) {
+            Ok(cp) => cp,
+            Err(current) => codec::decode::<CheckpointV1>(bytes)
+                .map(Checkpoint::from)
+                .map_err(|_| unreadable(current.to_string()))?,
+        };
         cp.check_sound().map_err(unreadable)?;
         Ok(cp)
     }
@@ -253,21 +363,50 @@ impl AlertState {
         applied
     }
 
-    /// Evaluates every trigger at `now_ms` and returns what to send. `new_id` mints notification
-    /// ids (UUIDv7 in the daemon, deterministic in tests).
+    /// Evaluates every trigger at `now_ms` with no silence in force and returns what to send.
+    /// `new_id` mints notification ids (UUIDv7 in the daemon, deterministic in tests).
     pub fn tick(&mut self, now_ms: i64, new_id: &mut dyn FnMut() -> String) -> Vec<Notification> {
+        self.tick_silenced(now_ms, new_id, &SilenceSet::default())
+            .send
+    }
+
+    /// Evaluates every trigger at `now_ms` and splits what was decided into notifications to
+    /// send and notifications an active silence of `silences` suppresses. Evaluation itself
+    /// does not change under a silence: windows fill and episodes open and close; see
+    /// [`ThresholdState::evaluate`] for what is owed when the silence ends. Per-event buckets
+    /// due during a silence are dropped as suppressed, not held back.
+    pub fn tick_silenced(
+        &mut self,
+        now_ms: i64,
+        new_id: &mut dyn FnMut() -> String,
+        silences: &SilenceSet,
+    ) -> Decided {
         let mut out = Vec::new();
+        let mut suppressed = Vec::new();
         let spec = self.spec.clone();
         // A clock stepped back (across a restart): deadlines move back with it.
         for b in self.buckets.values_mut() {
             b.opened_ms = b.opened_ms.min(now_ms);
         }
+        let silence_of = |event: EventType| {
+            if silences.is_empty() {
+                return None;
+            }
+            silences.matching(&spec.id, event, now_ms)
+        };
         for (t, state) in spec.triggers.iter().zip(self.thresholds.iter_mut()) {
             let Some(s) = state else { continue };
             let th = t.threshold.as_ref().expect("threshold trigger");
             s.reanchor(now_ms);
             let episode_before = s.episode;
-            let decision = s.evaluate(t, now_ms, spec.repeat_interval, spec.send_resolved);
+            let silence = silence_of(t.event);
+            let decision = s.evaluate(
+                t,
+                now_ms,
+                spec.repeat_interval,
+                spec.send_resolved,
+                silence.is_some(),
+            );
             // A silent recovery (no resolve asked for) changes the episode without notifying; it
             // must still be checkpointed, or a restart would resurrect the old episode and swallow
             // the next one's first notification.
@@ -278,7 +417,7 @@ impl AlertState {
                 continue;
             };
             let episode_id = uuid_from_ms(d.episode_start_ms, &spec.id, t.event);
-            out.push(Notification {
+            let n = Notification {
                 id: new_id(),
                 alert_id: spec.id.clone(),
                 alert_name: spec.name.clone(),
@@ -299,7 +438,14 @@ impl AlertState {
                     projects: t.projects.clone(),
                 }),
                 items: Vec::new(),
-            });
+            };
+            match silence.filter(|_| d.suppressed) {
+                Some(silence) => suppressed.push(Suppressed {
+                    notification: n,
+                    silence_id: silence.id.clone(),
+                }),
+                None => out.push(n),
+            }
             self.dirty = true;
         }
         let debounce_ms = spec.debounce.as_millis() as i64;
@@ -317,7 +463,7 @@ impl AlertState {
                     users.push(i.user.clone());
                 }
             }
-            out.push(Notification {
+            let n = Notification {
                 id: new_id(),
                 alert_id: spec.id.clone(),
                 alert_name: spec.name.clone(),
@@ -331,13 +477,23 @@ impl AlertState {
                 event_count: b.count,
                 metric: None,
                 items: b.items.into_iter().map(|i| i.object).collect(),
-            });
+            };
+            match silence_of(et) {
+                Some(silence) => suppressed.push(Suppressed {
+                    notification: n,
+                    silence_id: silence.id.clone(),
+                }),
+                None => out.push(n),
+            }
             self.dirty = true;
         }
         if !out.is_empty() {
             self.last_notified_ms = Some(now_ms);
         }
-        out
+        Decided {
+            send: out,
+            suppressed,
+        }
     }
 
     /// The checkpoint to persist, if anything changed since the last one was taken.

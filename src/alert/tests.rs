@@ -237,3 +237,198 @@ fn a_clock_stepped_back_neither_drops_events_nor_stalls_debounce_or_repeats() {
         "repeat after 10 minutes: {out:?}"
     );
 }
+
+// Silences (DESIGN §12) at the level of a whole alert.
+
+use crate::silence::Silence;
+
+fn silence(alert: &str, types: &[EventType], starts: i64, ends: i64) -> SilenceSet {
+    SilenceSet::new(vec![Silence {
+        id: "0197a000-0000-7000-8000-000000000001".into(),
+        alert: alert.into(),
+        event_types: types.to_vec(),
+        starts_ms: starts,
+        ends_ms: ends,
+        comment: String::new(),
+        created_by: String::new(),
+        created_ms: starts,
+    }])
+}
+
+fn firing_errors() -> AlertState {
+    let mut s = AlertState::new(spec(ERRORS), 0);
+    for i in 1..=3 {
+        let (q, e) = trace(i, 1_000, "p1", true);
+        s.apply(q, &e);
+    }
+    s
+}
+
+#[test]
+fn a_silenced_firing_is_suppressed_with_the_silence_id_and_sent_when_it_ends() {
+    let mut s = firing_errors();
+    let quiet = silence("a", &[], 0, 60_000);
+    let d = s.tick_silenced(2_000, &mut ids(), &quiet);
+    assert!(d.send.is_empty());
+    assert_eq!(d.suppressed.len(), 1);
+    assert_eq!(
+        d.suppressed[0].silence_id,
+        "0197a000-0000-7000-8000-000000000001"
+    );
+    assert_eq!(
+        d.suppressed[0].notification.state,
+        NotificationState::Firing
+    );
+    assert_eq!(s.last_notified_ms(), None, "nothing was sent");
+    assert_eq!(
+        s.tick_silenced(30_000, &mut ids(), &quiet),
+        Decided::default()
+    );
+    // The first tick at or after the end: the firing goes out, same episode.
+    let d = s.tick_silenced(60_000, &mut ids(), &quiet);
+    assert_eq!(d.send.len(), 1);
+    assert_eq!(d.send[0].episode_start_ms, 2_000);
+    assert!(d.suppressed.is_empty());
+    assert!(s.tick_silenced(65_000, &mut ids(), &quiet).send.is_empty());
+}
+
+#[test]
+fn silences_of_other_alerts_or_other_event_types_do_not_mute() {
+    for quiet in [
+        silence("b", &[], 0, 60_000),
+        silence("a", &[EventType::TraceCost], 0, 60_000),
+        silence("*", &[EventType::PromptCreated], 0, 60_000),
+    ] {
+        let d = firing_errors().tick_silenced(2_000, &mut ids(), &quiet);
+        assert_eq!(d.send.len(), 1);
+        assert!(d.suppressed.is_empty());
+    }
+    for quiet in [
+        silence("*", &[], 0, 60_000),
+        silence("*", &[EventType::TraceErrors], 0, 60_000),
+    ] {
+        let d = firing_errors().tick_silenced(2_000, &mut ids(), &quiet);
+        assert!(d.send.is_empty());
+        assert_eq!(d.suppressed.len(), 1);
+    }
+}
+
+#[test]
+fn the_resolve_of_a_sent_firing_is_sent_through_a_silence() {
+    let mut s = AlertState::new(spec(&format!("send_resolved = true\n{ERRORS}")), 0);
+    for i in 1..=3 {
+        let (q, e) = trace(i, 1_000, "p1", true);
+        s.apply(q, &e);
+    }
+    assert_eq!(s.tick(2_000, &mut ids()).len(), 1);
+    let quiet = silence("a", &[], 3_000, 1_000_000);
+    let d = s.tick_silenced(400_000, &mut ids(), &quiet);
+    assert_eq!(d.send.len(), 1);
+    assert_eq!(d.send[0].state, NotificationState::Resolved);
+    assert_eq!(d.send[0].episode_start_ms, 2_000);
+}
+
+#[test]
+fn a_bucket_due_during_a_silence_is_dropped_as_suppressed() {
+    let s_spec = spec("debounce = \"60s\"\n[[alert.trigger]]\nevent = \"prompt:created\"\n");
+    let mut s = AlertState::new(s_spec, 0);
+    let (q, e) = prompt(1, 1_000, "ann");
+    s.apply(q, &e);
+    let quiet = silence("a", &[], 0, 100_000);
+    let d = s.tick_silenced(61_000, &mut ids(), &quiet);
+    assert!(d.send.is_empty());
+    assert_eq!(d.suppressed[0].notification.event_count, 1);
+    // Not held back: nothing comes out after the silence.
+    assert_eq!(
+        s.tick_silenced(200_000, &mut ids(), &quiet),
+        Decided::default()
+    );
+    // A bucket opened during the silence but due after it is sent.
+    let (q, e) = prompt(2, 90_000, "bob");
+    s.apply(q, &e);
+    let d = s.tick_silenced(150_000, &mut ids(), &quiet);
+    assert_eq!(d.send.len(), 1);
+    assert_eq!(d.send[0].user_names, vec!["bob"]);
+}
+
+#[test]
+fn an_owed_firing_survives_a_checkpoint_and_restore() {
+    let mut s = firing_errors();
+    let quiet = silence("a", &[], 0, 60_000);
+    assert_eq!(
+        s.tick_silenced(2_000, &mut ids(), &quiet).suppressed.len(),
+        1
+    );
+    let bytes = codec::encode(&s.take_checkpoint_if_dirty().unwrap());
+    let cp = AlertState::decode_checkpoint("a", &bytes).unwrap();
+    let mut restored = AlertState::restore(spec(ERRORS), cp);
+    let d = restored.tick_silenced(60_000, &mut ids(), &quiet);
+    assert_eq!(
+        d.send.len(),
+        1,
+        "the owed firing is remembered across a restart"
+    );
+    assert_eq!(d.send[0].episode_start_ms, 2_000);
+}
+
+/// The checkpoint layout of the first release, before silences.
+#[derive(Serialize)]
+struct CheckpointV1Layout {
+    applied_seq: u64,
+    triggers: Vec<(String, ThresholdState)>,
+    buckets: Vec<(EventType, Bucket)>,
+    last_notified_ms: Option<i64>,
+}
+
+#[test]
+fn a_checkpoint_from_before_silences_decodes_with_its_episode_notified() {
+    let mut s = AlertState::new(spec(&format!("send_resolved = true\n{ERRORS}")), 0);
+    for i in 1..=3 {
+        let (q, e) = trace(i, 1_000, "p1", true);
+        s.apply(q, &e);
+    }
+    assert_eq!(s.tick(2_000, &mut ids()).len(), 1);
+    let cp = s.checkpoint();
+    let old = codec::encode(&CheckpointV1Layout {
+        applied_seq: cp.applied_seq,
+        triggers: cp.triggers.clone(),
+        buckets: cp.buckets.clone(),
+        last_notified_ms: cp.last_notified_ms,
+    });
+    assert_ne!(old, codec::encode(&cp), "the layouts differ");
+    let decoded = AlertState::decode_checkpoint("a", &old).unwrap();
+    assert_eq!(
+        codec::encode(&decoded),
+        codec::encode(&cp),
+        "same state, marks as sent"
+    );
+    // Its episode counts as notified: the resolve passes a silence.
+    let mut restored =
+        AlertState::restore(spec(&format!("send_resolved = true\n{ERRORS}")), decoded);
+    let quiet = silence("a", &[], 0, 1_000_000);
+    let d = restored.tick_silenced(400_000, &mut ids(), &quiet);
+    assert_eq!(d.send.len(), 1);
+    assert_eq!(d.send[0].state, NotificationState::Resolved);
+}
+
+#[test]
+fn a_checkpoint_with_marks_that_do_not_fit_its_triggers_is_refused() {
+    #[derive(Serialize)]
+    struct Bad {
+        applied_seq: u64,
+        triggers: Vec<(String, ThresholdState)>,
+        buckets: Vec<(EventType, Bucket)>,
+        last_notified_ms: Option<i64>,
+        episode_marks: Vec<SilenceMarks>,
+    }
+    let cp = firing_errors().checkpoint();
+    let bytes = codec::encode(&Bad {
+        applied_seq: cp.applied_seq,
+        triggers: cp.triggers,
+        buckets: cp.buckets,
+        last_notified_ms: cp.last_notified_ms,
+        episode_marks: vec![SilenceMarks::default(); 3],
+    });
+    let err = AlertState::decode_checkpoint("a", &bytes).unwrap_err();
+    assert!(err.contains("alert \"a\""), "{err}");
+}

@@ -63,7 +63,16 @@ fn alert_json(info: AlertInfo) -> serde_json::Value {
 pub(super) async fn get_alerts(State(s): State<AppState>) -> Response {
     match ractor::call_t!(s.inner().supervisor, SupervisorMsg::Alerts, 10_000) {
         Ok(list) => {
-            let alerts: Vec<_> = list.into_iter().map(alert_json).collect();
+            let (silences, now) = (s.inner().store.silences(), crate::clock::now_ms());
+            let alerts: Vec<_> = list
+                .into_iter()
+                .map(|info| {
+                    let id = info.spec.id.clone();
+                    let mut a = alert_json(info);
+                    a["silences"] = super::silences::active_json(&silences, &id, now);
+                    a
+                })
+                .collect();
             Json(json!({ "alerts": alerts })).into_response()
         }
         Err(e) => unavailable(format!("the engine did not answer: {e}")),

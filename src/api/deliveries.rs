@@ -40,6 +40,10 @@ pub(super) async fn get_deliveries(
     State(s): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> Response {
+    if q.status.as_deref() == Some("suppressed") {
+        let limit = q.limit.unwrap_or(100).min(10_000);
+        return super::silences::suppressed_deliveries(s.inner().store.clone(), limit).await;
+    }
     let status: DeliveryStatus = match q.status.as_deref().unwrap_or("pending").parse() {
         Ok(st) => st,
         Err(e) => return ApiError(StatusCode::BAD_REQUEST, e).into_response(),

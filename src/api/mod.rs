@@ -11,6 +11,7 @@ mod deliveries;
 mod events;
 mod health;
 mod reload;
+mod silences;
 
 pub use crate::reload::{reload, ReloadError};
 pub use crate::secrets::{config_secrets, file_secrets, file_secrets_keys, redact};
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reload", post(reload::post_reload))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::get_metrics))
+        .merge(silences::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))

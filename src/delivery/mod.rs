@@ -66,7 +66,7 @@ impl std::str::FromStr for DeliveryStatus {
             "dead" => Ok(DeliveryStatus::Dead),
             "delivered" => Ok(DeliveryStatus::Delivered),
             other => Err(format!(
-                "status must be pending, dead or delivered, got {other:?}"
+                "status must be pending, dead, delivered or suppressed, got {other:?}"
             )),
         }
     }
