@@ -84,6 +84,8 @@ pub struct EngineConfig {
     #[serde(with = "humantime_serde")]
     pub debounce: Duration,
     pub max_events_per_message: usize,
+    /// A threshold crossing is evaluated and committed at once instead of at the next tick.
+    pub early_fire: bool,
 }
 
 impl Default for EngineConfig {
@@ -92,6 +94,7 @@ impl Default for EngineConfig {
             tick: Duration::from_secs(5),
             debounce: Duration::from_secs(60),
             max_events_per_message: 100,
+            early_fire: true,
         }
     }
 }

@@ -50,10 +50,43 @@ pub fn tick_wait(tick: Duration) -> Duration {
 /// Inbox rows (and expired client ids) deleted per housekeeping step.
 const PRUNE_STEP_ROWS: usize = 20_000;
 
+/// How alerts ask for an early evaluation (DESIGN §1, early firing): an alert whose threshold
+/// trigger crosses while applying events puts its id here and wakes the scheduler. Requests
+/// are coalesced: one early round takes every id queued so far, and at most one runs at a time
+/// (it runs in the scheduler's mailbox, between ticks).
+pub struct EarlyFire {
+    tx: mpsc::UnboundedSender<Arc<str>>,
+    rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<Arc<str>>>>,
+    scheduler: std::sync::OnceLock<ActorRef<SchedulerMsg>>,
+}
+
+impl Default for EarlyFire {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        EarlyFire {
+            tx,
+            rx: std::sync::Mutex::new(Some(rx)),
+            scheduler: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl EarlyFire {
+    /// Asks for an early evaluation of `alert`.
+    pub fn request(&self, alert: &Arc<str>) {
+        let _ = self.tx.send(alert.clone());
+        if let Some(s) = self.scheduler.get() {
+            let _ = s.cast(SchedulerMsg::Early);
+        }
+    }
+}
+
 /// Messages the scheduler understands.
 pub enum SchedulerMsg {
     /// The periodic tick.
     Tick,
+    /// Alerts asked for an early evaluation (see [`EarlyFire`]).
+    Early,
     /// A last tick at shutdown; replies when it is committed. No tick runs after it.
     Final(RpcReplyPort<()>),
     /// The housekeeping task finished.
@@ -70,6 +103,7 @@ pub struct SchedulerArgs {
     pub dispatcher: ActorRef<DispatcherMsg>,
     pub registry: SharedRegistry,
     pub config: LiveConfig,
+    pub early: Arc<EarlyFire>,
 }
 
 pub struct SchedulerState {
@@ -79,6 +113,7 @@ pub struct SchedulerState {
     registry: SharedRegistry,
     config: LiveConfig,
     tick_no: u64,
+    early: mpsc::UnboundedReceiver<Arc<str>>,
     tx: mpsc::UnboundedSender<TickReply>,
     rx: mpsc::UnboundedReceiver<TickReply>,
     /// Outputs whose commit failed, committed with the next tick.
@@ -107,12 +142,14 @@ impl SchedulerState {
         now: i64,
         through: u64,
         silences: Arc<silence::SilenceSet>,
+        only: Option<&std::collections::HashSet<Arc<str>>>,
     ) -> (Vec<TickReply>, usize) {
         self.tick_no += 1;
         let actors: Vec<(ActorRef<AlertMsg>, String, u64)> = {
             let reg = self.registry.lock().await;
             reg.members
                 .iter()
+                .filter(|(id, _)| only.is_none_or(|o| o.contains(id.as_str())))
                 .filter_map(|(id, m)| m.actor.clone().map(|a| (a, id.clone(), m.generation)))
                 .collect()
         };
@@ -151,10 +188,25 @@ impl SchedulerState {
         (replies, missing)
     }
 
+    /// An early round: only the alerts that asked, evaluated on what they have applied (no
+    /// watermark), committed like a tick. Nothing else (pruning, gauges) happens here.
+    async fn early_round(&mut self, myself: &ActorRef<SchedulerMsg>) {
+        let mut ids = std::collections::HashSet::new();
+        while let Ok(id) = self.early.try_recv() {
+            ids.insert(id);
+        }
+        if ids.is_empty() || !self.config.borrow().engine.early_fire {
+            return;
+        }
+        let now = now_ms();
+        let silences = self.store.silences();
+        let (replies, _) = self.gather(now, 0, silences, Some(&ids)).await;
+        self.commit(myself, replies, now, None).await;
+    }
+
     async fn tick(&mut self, myself: &ActorRef<SchedulerMsg>) -> TickReport {
         let started = Instant::now();
         let now = now_ms();
-        let mut report = TickReport::default();
         let through = match self
             .router
             .call(RouterMsg::Watermark, Some(Duration::from_secs(10)))
@@ -163,19 +215,36 @@ impl SchedulerState {
             Ok(ractor::rpc::CallResult::Success(w)) => w,
             other => {
                 tracing::error!(result = ?other.map(|_| ()), "router did not answer; tick skipped");
-                return report;
+                return TickReport::default();
             }
         };
         // Silences (DESIGN §12): one snapshot for the whole tick.
         let silences = self.store.silences();
-        let (replies, missing) = self.gather(now, through, silences.clone()).await;
-        report.late = missing;
+        let (replies, missing) = self.gather(now, through, silences.clone(), None).await;
         if missing > 0 {
             tracing::warn!(
                 alerts = missing,
                 "alerts did not answer the tick in time; their answers are committed later"
             );
         }
+        let mut report = self.commit(myself, replies, now, Some(through)).await;
+        report.late = missing;
+        silence::engine::gauge(&silences, now);
+        metrics::set_alerts_firing(self.firing.values().sum());
+        metrics::tick_seconds(started.elapsed().as_secs_f64());
+        report
+    }
+
+    /// Filters the answers under the fence, commits them in one transaction, hands the new
+    /// deliveries over; after a periodic tick (`through` given) also starts pruning.
+    async fn commit(
+        &mut self,
+        myself: &ActorRef<SchedulerMsg>,
+        replies: Vec<TickReply>,
+        now: i64,
+        through: Option<u64>,
+    ) -> TickReport {
+        let mut report = TickReport::default();
         let config = self.config.borrow().clone();
         let ctx = Context::for_host(config.delivery.max_retries);
         // The fence: no restart or removal between filtering and committing.
@@ -211,7 +280,6 @@ impl SchedulerState {
             }
             silence::engine::record(&o.spec, &o.suppressed, &ctx, &config, &mut commit);
         }
-        silence::engine::gauge(&silences, now);
         commit.checkpoints = checkpoints
             .into_iter()
             .map(|(id, cp)| (id.to_string(), cp.clone()))
@@ -242,14 +310,16 @@ impl SchedulerState {
                         }
                     }
                 }
-                let prune_to = registry.prune_point().unwrap_or(through);
+                let prune_to = through.map(|t| registry.prune_point().unwrap_or(t));
                 drop(registry);
                 if !commit.deliveries.is_empty() {
                     let _ = self
                         .dispatcher
                         .cast(DispatcherMsg::Enqueue(commit.deliveries));
                 }
-                self.start_pruning(myself, prune_to, now, &config);
+                if let Some(p) = prune_to {
+                    self.start_pruning(myself, p, now, &config);
+                }
             }
             Err(e) => {
                 drop(registry);
@@ -258,8 +328,6 @@ impl SchedulerState {
                 self.uncommitted = outputs;
             }
         }
-        metrics::set_alerts_firing(self.firing.values().sum());
-        metrics::tick_seconds(started.elapsed().as_secs_f64());
         report
     }
 
@@ -328,6 +396,14 @@ impl Actor for Scheduler {
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_after(args.config.borrow().engine.tick, || SchedulerMsg::Tick);
         metrics::set_actors("scheduler", 1);
+        let early = args
+            .early
+            .rx
+            .lock()
+            .expect("early-fire lock is never poisoned")
+            .take()
+            .ok_or("the scheduler was started twice")?;
+        let _ = args.early.scheduler.set(myself.clone());
         Ok(SchedulerState {
             store: args.store,
             router: args.router,
@@ -337,6 +413,7 @@ impl Actor for Scheduler {
             tx: args.reply_to,
             rx: args.replies,
             tick_no: 0,
+            early,
             uncommitted: Vec::new(),
             firing: HashMap::new(),
             pruning: false,
@@ -372,6 +449,11 @@ impl Actor for Scheduler {
                 let _ = reply.send(());
             }
             SchedulerMsg::Pruned => state.pruning = false,
+            SchedulerMsg::Early => {
+                if !state.stopping {
+                    state.early_round(&myself).await;
+                }
+            }
         }
         Ok(())
     }

@@ -107,12 +107,14 @@ impl Actor for Supervisor {
             tracing::warn!(alert = %spec.id, "TLS CERTIFICATE VERIFICATION IS OFF for this alert (tls_insecure = true): its notifications can be read and forged by anyone on the network path");
         }
         let registry = SharedRegistry::default();
+        let early = Arc::new(crate::scheduler::EarlyFire::default());
         let (reply_to, replies) = tokio::sync::mpsc::unbounded_channel();
         let (alerts, _) = Actor::spawn_linked(
             None,
             AlertSupervisor,
             AlertSupervisorArgs {
                 tick_replies: reply_to.clone(),
+                early: early.clone(),
                 store: args.store.clone(),
                 router: router.clone(),
                 registry: registry.clone(),
@@ -139,6 +141,7 @@ impl Actor for Supervisor {
             SchedulerArgs {
                 reply_to,
                 replies,
+                early,
                 store: args.store.clone(),
                 router: router.clone(),
                 dispatcher: dispatcher.clone(),

@@ -215,7 +215,9 @@ async fn batch_with_one_malformed_event_is_refused_whole_naming_its_index() {
 async fn acknowledged_events_survive_kill9_before_the_tick() {
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start().await;
-    let config = errors_alert(&rx.url("/hook")).replace("tick = \"200ms\"", "tick = \"3s\"");
+    // Tick-only evaluation, so nothing is decided before the kill and recovery must count it all.
+    let config = errors_alert(&rx.url("/hook"))
+        .replace("tick = \"200ms\"", "tick = \"3s\"\nearly_fire = false");
     let mut d = Daemon::start(dir.path(), &config).await;
     let events: Vec<_> = (0..11).map(|_| error_trace("p1")).collect();
     let answer = d.send(&events).await;

@@ -90,6 +90,7 @@ pub enum AlertMsg {
 pub struct AlertArgs {
     pub state: AlertState,
     pub generation: u64,
+    pub early: Arc<crate::scheduler::EarlyFire>,
 }
 
 /// The actor's state.
@@ -98,6 +99,11 @@ pub struct AlertActorState {
     id: Arc<str>,
     generation: u64,
     ready: bool,
+    early: Arc<crate::scheduler::EarlyFire>,
+    /// An early evaluation was asked for and no tick has answered since.
+    early_asked: bool,
+    /// Whether the alert has threshold triggers at all (only those fire early).
+    has_thresholds: bool,
 }
 
 /// The alert actor.
@@ -159,11 +165,20 @@ impl Actor for AlertActor {
         args: AlertArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let id: Arc<str> = Arc::from(args.state.spec().id.as_str());
+        let has_thresholds = args
+            .state
+            .spec()
+            .triggers
+            .iter()
+            .any(|t| t.threshold.is_some());
         Ok(AlertActorState {
             alert: args.state,
             id,
             generation: args.generation,
             ready: false,
+            early: args.early,
+            early_asked: false,
+            has_thresholds,
         })
     }
 
@@ -175,11 +190,25 @@ impl Actor for AlertActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AlertMsg::Events(events) => {
+                let mut counted = false;
                 for (seq, e) in &events {
                     crate::testhooks::maybe_panic_on_apply(&state.id);
-                    if state.alert.apply(*seq, e).late {
+                    let applied = state.alert.apply(*seq, e);
+                    counted |= applied.counted;
+                    if applied.late {
                         metrics::events(crate::journal::kind_name(e), "late", 1);
                     }
+                }
+                // Early firing: a crossing is evaluated and committed now, not at the next tick.
+                // Only live events count (a replay catches up on crossings the tick will see).
+                if counted
+                    && state.ready
+                    && state.has_thresholds
+                    && !state.early_asked
+                    && state.alert.crossed(crate::clock::now_ms())
+                {
+                    state.early_asked = true;
+                    state.early.request(&state.id);
                 }
             }
             AlertMsg::Replayed(through) => {
@@ -187,6 +216,7 @@ impl Actor for AlertActor {
                 state.ready = true;
             }
             AlertMsg::Tick(req) => {
+                state.early_asked = false;
                 let output = state
                     .ready
                     .then(|| state.tick(req.now_ms, req.through, &req.silences));
@@ -201,7 +231,10 @@ impl Actor for AlertActor {
                     died: false,
                 });
             }
-            AlertMsg::Reconfigure(spec) => state.alert.reconfigure(spec),
+            AlertMsg::Reconfigure(spec) => {
+                state.has_thresholds = spec.triggers.iter().any(|t| t.threshold.is_some());
+                state.alert.reconfigure(spec);
+            }
             AlertMsg::View(reply) => {
                 let _ = reply.send(AlertView {
                     triggers: state.alert.view(),

@@ -496,6 +496,16 @@ impl AlertState {
         }
     }
 
+    /// True when some threshold trigger is not firing but would start firing if evaluated at
+    /// `now_ms` (what early firing asks the scheduler for).
+    pub fn crossed(&mut self, now_ms: i64) -> bool {
+        let spec = self.spec.clone();
+        spec.triggers
+            .iter()
+            .zip(self.thresholds.iter_mut())
+            .any(|(t, s)| s.as_mut().is_some_and(|s| s.would_start_firing(t, now_ms)))
+    }
+
     /// The checkpoint to persist, if anything changed since the last one was taken.
     pub fn take_checkpoint_if_dirty(&mut self) -> Option<Checkpoint> {
         if !self.dirty {

@@ -111,6 +111,8 @@ pub enum AlertSupervisorMsg {
 pub struct AlertSupervisorArgs {
     /// The scheduler's reply channel: a death is reported there so a tick stops waiting.
     pub tick_replies: tokio::sync::mpsc::UnboundedSender<TickReply>,
+    /// Handed to every alert actor, to ask for early evaluation of a threshold crossing.
+    pub early: Arc<crate::scheduler::EarlyFire>,
     pub store: Store,
     pub router: ActorRef<RouterMsg>,
     pub registry: SharedRegistry,
@@ -118,6 +120,7 @@ pub struct AlertSupervisorArgs {
 
 pub struct AlertSupervisorState {
     tick_replies: tokio::sync::mpsc::UnboundedSender<TickReply>,
+    early: Arc<crate::scheduler::EarlyFire>,
     store: Store,
     router: ActorRef<RouterMsg>,
     registry: SharedRegistry,
@@ -238,7 +241,11 @@ impl AlertSupervisorState {
             let (actor, _) = Actor::spawn_linked(
                 None,
                 AlertActor,
-                AlertArgs { state, generation },
+                AlertArgs {
+                    state,
+                    generation,
+                    early: self.early.clone(),
+                },
                 cell.clone(),
             )
             .await?;
@@ -468,6 +475,7 @@ impl Actor for AlertSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(AlertSupervisorState {
             tick_replies: args.tick_replies,
+            early: args.early,
             store: args.store,
             router: args.router,
             registry: args.registry,

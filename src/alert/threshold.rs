@@ -104,6 +104,17 @@ impl ThresholdState {
         self.ring.add(ts_ms, value)
     }
 
+    /// True when the trigger is not firing but its window, evaluated at `now_ms`, now holds the
+    /// condition: the next evaluation will open an episode. Changes no episode.
+    pub fn would_start_firing(&mut self, trigger: &TriggerSpec, now_ms: i64) -> bool {
+        let Some(t) = trigger.threshold.as_ref() else {
+            return false;
+        };
+        self.episode.is_none()
+            && Self::metric(trigger.event, self.ring.totals(now_ms))
+                .is_some_and(|v| t.operator.holds(v, t.value))
+    }
+
     /// The metric of the event type over the window, `None` without data.
     pub fn metric(event: EventType, totals: Totals) -> Option<f64> {
         if totals.count == 0 {
