@@ -40,6 +40,7 @@ struct EngineMetrics {
     actors: Family<Labels, Gauge>,
     restarts: Family<Labels, Counter>,
     failed: Gauge,
+    missed: Counter,
 }
 
 fn engine_metrics(registry: &mut Registry) -> EngineMetrics {
@@ -67,11 +68,18 @@ fn engine_metrics(registry: &mut Registry) -> EngineMetrics {
         "Alerts stopped after too many restarts (retried at the next reload)",
         failed.clone(),
     );
+    let missed = Counter::default();
+    registry.register(
+        "ticks_missed",
+        "Tick periods skipped because a tick overran its period",
+        missed.clone(),
+    );
     EngineMetrics {
         tick,
         actors,
         restarts,
         failed,
+        missed,
     }
 }
 
@@ -278,6 +286,25 @@ pub fn set_actors(kind: &'static str, n: usize) {
         .actors
         .get_or_create(&vec![("kind", kind.to_string())])
         .set(n as i64);
+}
+
+/// Drops every series labelled with a removed alert, so a reload that renames alerts does not
+/// leave the old names behind forever.
+pub fn forget_alert(alert: &str) {
+    for state in ["firing", "resolved"] {
+        M.notifications.remove(&vec![
+            ("alert", alert.to_string()),
+            ("state", state.to_string()),
+        ]);
+    }
+    let by_alert = vec![("alert", alert.to_string())];
+    M.suppressed.remove(&by_alert);
+    M.engine.restarts.remove(&by_alert);
+}
+
+/// Counts ticks that started late because the previous one overran its period.
+pub fn ticks_missed(n: u64) {
+    M.engine.missed.inc_by(n);
 }
 
 /// Counts a restart of an alert's actor.

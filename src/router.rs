@@ -21,6 +21,25 @@ use std::sync::Arc;
 /// Events with their inbox sequence numbers.
 pub type Routed = Vec<(u64, Arc<Event>)>;
 
+/// An alert's share of a batch: its own list, or — for the common alert that takes every
+/// project of one event type — the list shared by all such alerts, so a batch reaching
+/// thousands of them costs one list, not one per alert.
+#[derive(Clone)]
+pub enum Batch {
+    Own(Routed),
+    Shared(Arc<Routed>),
+}
+
+impl Batch {
+    /// The events, in sequence order.
+    pub fn events(&self) -> &[(u64, Arc<Event>)] {
+        match self {
+            Batch::Own(v) => v,
+            Batch::Shared(v) => v,
+        }
+    }
+}
+
 /// An alert joining the index, with its actor.
 pub struct Registration {
     pub alert_id: String,
@@ -68,6 +87,9 @@ pub struct RouterState {
     members: HashMap<String, (String, Vec<EventType>, usize)>,
     /// The actor in each slot; `None` for a free slot.
     slots: Vec<Option<ActorRef<AlertMsg>>>,
+    /// Slots whose alert takes every project of exactly one event type: they are sent the
+    /// shared list of that (workspace, event type).
+    simple: Vec<bool>,
     free: Vec<usize>,
     scratch: Vec<Routed>,
 }
@@ -84,6 +106,7 @@ impl RouterState {
             return;
         };
         self.slots[slot] = None;
+        self.simple[slot] = false;
         self.free.push(slot);
         let Some(by_type) = self.index.get_mut(&ws) else {
             return;
@@ -107,9 +130,11 @@ impl RouterState {
             }
             None => {
                 self.slots.push(Some(r.actor.clone()));
+                self.simple.push(false);
                 self.slots.len() - 1
             }
         };
+        self.simple[slot] = matches!(r.scopes.as_slice(), [(_, None)]);
         let by_type = self.index.entry(r.workspace.clone()).or_default();
         for (t, scope) in &r.scopes {
             let table = by_type.entry(*t).or_default();
@@ -131,8 +156,10 @@ impl RouterState {
         let mut batches = std::mem::take(&mut self.scratch);
         batches.resize_with(self.slots.len(), Vec::new);
         let mut touched: Vec<usize> = Vec::new();
-        for (seq, e) in events {
-            let Some(by_type) = self.index.get(&e.workspace) else {
+        // Per (workspace, event type) with simple all-project alerts: the shared list.
+        let mut shared: HashMap<(&str, EventType), Routed> = HashMap::new();
+        for (seq, e) in &events {
+            let Some((ws, by_type)) = self.index.get_key_value(&e.workspace) else {
                 continue;
             };
             for t in e.feeds() {
@@ -144,14 +171,25 @@ impl RouterState {
                     .flatten()
                     .filter_map(|p| table.by_project.get(p))
                     .flatten();
+                let mut shares = false;
                 for &slot in table.all_projects.iter().chain(scoped) {
+                    if self.simple[slot] {
+                        shares = true;
+                        continue;
+                    }
                     let batch = &mut batches[slot];
                     if batch.is_empty() {
                         touched.push(slot);
                     }
-                    if batch.last().map(|(s, _)| *s) != Some(seq) {
-                        batch.push((seq, e.clone()));
+                    if batch.last().map(|(s, _)| *s) != Some(*seq) {
+                        batch.push((*seq, e.clone()));
                     }
+                }
+                if shares {
+                    shared
+                        .entry((ws.as_str(), t))
+                        .or_default()
+                        .push((*seq, e.clone()));
                 }
             }
         }
@@ -159,7 +197,18 @@ impl RouterState {
         for slot in touched {
             let evs = std::mem::take(&mut batches[slot]);
             if let Some(actor) = &self.slots[slot] {
-                let _ = actor.cast(AlertMsg::Events(evs));
+                let _ = actor.cast(AlertMsg::Events(Batch::Own(evs)));
+            }
+        }
+        for ((ws, t), evs) in shared {
+            let evs = Arc::new(evs);
+            let table = &self.index[ws][&t];
+            for &slot in &table.all_projects {
+                if self.simple[slot] {
+                    if let Some(actor) = &self.slots[slot] {
+                        let _ = actor.cast(AlertMsg::Events(Batch::Shared(evs.clone())));
+                    }
+                }
             }
         }
         self.scratch = batches;
@@ -198,6 +247,7 @@ impl Actor for Router {
             index: HashMap::new(),
             members: HashMap::new(),
             slots: Vec::new(),
+            simple: Vec::new(),
             free: Vec::new(),
             scratch: Vec::new(),
         })
@@ -249,7 +299,7 @@ impl Actor for Router {
                         }
                         for (r, evs) in replaying.iter().zip(per) {
                             if !evs.is_empty() {
-                                let _ = r.actor.cast(AlertMsg::Events(evs));
+                                let _ = r.actor.cast(AlertMsg::Events(Batch::Own(evs)));
                             }
                         }
                     }

@@ -113,6 +113,9 @@ pub struct SchedulerState {
     registry: SharedRegistry,
     config: LiveConfig,
     tick_no: u64,
+    /// When the current period's tick was due: ticks run on a fixed period, not period plus
+    /// tick duration.
+    next_due: Instant,
     early: mpsc::UnboundedReceiver<Arc<str>>,
     tx: mpsc::UnboundedSender<TickReply>,
     rx: mpsc::UnboundedReceiver<TickReply>,
@@ -371,6 +374,20 @@ impl SchedulerState {
     }
 }
 
+/// Fixed-period scheduling: from the tick that was due at `*due`, the wait until the next due
+/// time after `now` and how many due times were skipped because the tick overran.
+pub fn next_tick(due: &mut Instant, every: Duration, now: Instant) -> (Duration, u64) {
+    let every = every.max(Duration::from_millis(1));
+    let mut next = *due + every;
+    let mut missed = 0;
+    while next <= now {
+        next += every;
+        missed += 1;
+    }
+    *due = next;
+    (next - now, missed)
+}
+
 async fn refresh_gauges(store: &Store) {
     let store = store.clone();
     let _ = tokio::task::spawn_blocking(move || {
@@ -394,7 +411,8 @@ impl Actor for Scheduler {
         myself: ActorRef<Self::Msg>,
         args: SchedulerArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        myself.send_after(args.config.borrow().engine.tick, || SchedulerMsg::Tick);
+        let every = args.config.borrow().engine.tick;
+        myself.send_after(every, || SchedulerMsg::Tick);
         metrics::set_actors("scheduler", 1);
         let early = args
             .early
@@ -413,6 +431,7 @@ impl Actor for Scheduler {
             tx: args.reply_to,
             rx: args.replies,
             tick_no: 0,
+            next_due: Instant::now() + every,
             early,
             uncommitted: Vec::new(),
             firing: HashMap::new(),
@@ -436,7 +455,12 @@ impl Actor for Scheduler {
                 crate::daemon::watchdog_ping();
                 crate::memory::release_free_memory_now_and_then(now_ms());
                 let every = state.config.borrow().engine.tick;
-                myself.send_after(every, || SchedulerMsg::Tick);
+                let (wait, missed) = next_tick(&mut state.next_due, every, Instant::now());
+                if missed > 0 {
+                    metrics::ticks_missed(missed);
+                    tracing::warn!(missed, "a tick overran engine.tick; skipped periods");
+                }
+                myself.send_after(wait, || SchedulerMsg::Tick);
             }
             SchedulerMsg::Final(reply) => {
                 state.stopping = true;
@@ -456,5 +480,24 @@ impl Actor for Scheduler {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_keep_a_fixed_period_and_count_skipped_ones() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(5);
+        let mut due = t0;
+        // A 200 ms tick: the next is 4.8 s later, not 5 s.
+        let (wait, missed) = next_tick(&mut due, every, t0 + Duration::from_millis(200));
+        assert_eq!((wait, missed), (Duration::from_millis(4800), 0));
+        // A tick that overran two periods skips them and keeps the phase.
+        let (wait, missed) = next_tick(&mut due, every, t0 + Duration::from_millis(16_000));
+        assert_eq!((wait, missed), (Duration::from_secs(4), 2));
+        assert_eq!(due, t0 + Duration::from_secs(20));
     }
 }

@@ -16,7 +16,7 @@ use crate::codec;
 use crate::config::AlertSpec;
 use crate::metrics;
 use crate::notification::Notification;
-use crate::router::Routed;
+use crate::router::Batch;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use std::sync::Arc;
@@ -77,7 +77,7 @@ pub struct AlertSeed {
 /// Messages an alert actor understands.
 pub enum AlertMsg {
     /// Its share of a routed batch (or of a replay chunk), in sequence order.
-    Events(Routed),
+    Events(Batch),
     /// The router finished replaying the inbox through this sequence; live events follow.
     Replayed(u64),
     Tick(TickRequest),
@@ -191,7 +191,7 @@ impl Actor for AlertActor {
         match msg {
             AlertMsg::Events(events) => {
                 let mut counted = false;
-                for (seq, e) in &events {
+                for (seq, e) in events.events() {
                     crate::testhooks::maybe_panic_on_apply(&state.id);
                     let applied = state.alert.apply(*seq, e);
                     counted |= applied.counted;

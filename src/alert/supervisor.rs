@@ -329,6 +329,7 @@ impl AlertSupervisorState {
                 self.failed.remove(&id);
                 self.restarts.remove(&id);
                 self.stop_alert(&id, true).await;
+                metrics::forget_alert(&id);
                 report.removed.push(id);
             }
         }
