@@ -120,17 +120,9 @@ pub enum Command {
     },
 }
 
-/// Sets up logging on stderr.
+/// Sets up logging on stderr (see [`crate::logging`] for when it is coloured).
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    crate::logging::init(format);
 }
 
 /// Runs the parsed command; the exit code is 0 on success.
@@ -172,7 +164,10 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn load(config: &Path) -> anyhow::Result<Config> {
-    Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))
+    Config::load(config).map_err(|e| {
+        let secrets = crate::redact::file_secrets(config);
+        anyhow::anyhow!("{}", crate::redact::redact(&e.to_string(), &secrets))
+    })
 }
 
 fn check_config(path: &Path) -> anyhow::Result<()> {

@@ -17,6 +17,8 @@
 //!   per endpoint), formats through [`destination`] (`general`, `slack`, `pagerduty`), retries with
 //!   backoff, and records results in groups: delivered log, reschedule, or dead letters.
 //! - [`store`] holds every table and transaction; [`codec`] every stored byte format.
+//! - [`logging`] sets up the stderr logs (colour only on a terminal).
+//! - [`redact`] keeps secrets (tokens, webhook URL paths) out of errors, logs and API answers.
 //! - [`memory`] returns freed heap to the OS after start-up, reloads and bursts.
 //! - [`daemon`] starts it all, signals readiness to systemd, reloads on SIGHUP and stops gracefully.
 //!
@@ -35,9 +37,11 @@ pub mod destination;
 pub mod event;
 pub mod ingest;
 pub mod journal;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod notification;
+pub mod redact;
 pub mod router;
 pub mod scheduler;
 pub mod server;

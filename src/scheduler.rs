@@ -42,6 +42,7 @@ pub struct TickReport {
 /// Runs one tick at `now`. A failed commit is returned as an error: the alerts' in-memory state
 /// is then ahead of the store and must be reloaded.
 pub async fn tick(inputs: TickInputs<'_>, now: i64) -> Result<TickReport, String> {
+    crate::testhooks::hold_tick().await;
     let through =
         ractor::call!(inputs.router, RouterMsg::Watermark).map_err(|e| format!("router: {e}"))?;
     let mut outputs: Vec<TickOutput> = Vec::new();
