@@ -343,6 +343,14 @@ async fn kill_nine_at_random_moments_loses_no_event_and_no_notification() {
                 .unwrap()
                 .to_string()
         });
+        // A count past the exact one never comes back down: fail at once.
+        assert!(
+            cost.unwrap_or(0.0) <= traces as f64
+                && errors.unwrap_or(0.0) <= traces as f64
+                && prompt_total <= prompts,
+            "counted twice after {kills} kills: cost {cost:?}, errors {errors:?} of {traces} \
+             traces, {prompt_total} of {prompts} prompts"
+        );
         if cost == Some(traces as f64)
             && errors == Some(traces as f64)
             && last_errors == Some(traces.to_string())
