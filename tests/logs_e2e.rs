@@ -29,7 +29,12 @@ fn open_pty() -> (std::fs::File, OwnedFd) {
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: both descriptors were just opened by openpty and are owned by nobody else.
-    unsafe { (std::fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) }
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            OwnedFd::from_raw_fd(slave),
+        )
+    }
 }
 
 /// Runs `alertd run` with stderr on a terminal until its log says it is ready; returns what it
@@ -100,7 +105,10 @@ async fn logs_on_a_terminal_are_coloured() {
 #[tokio::test]
 async fn no_color_turns_colour_off_on_a_terminal() {
     let out = run_on_a_terminal(&[], &[("NO_COLOR", "1")]).await;
-    assert!(!out.contains(ESC), "escape codes despite NO_COLOR:\n{out:?}");
+    assert!(
+        !out.contains(ESC),
+        "escape codes despite NO_COLOR:\n{out:?}"
+    );
 }
 
 #[tokio::test]
