@@ -485,6 +485,7 @@ pub async fn reload(
         }
     };
     report.restart_required = restart_required(&old, &new);
+    crate::logging::apply(&new.log);
     *s.0.config.write().expect("config lock is never poisoned") = Arc::new(new);
     metrics::config_reload(true);
     if report.restart_required.is_empty() {

@@ -7,7 +7,7 @@ use crate::event::EventType;
 use anyhow::{bail, Context as _};
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -39,18 +39,16 @@ const DEFAULT_RECEIVE: &str = "127.0.0.1:9000";
 #[derive(Parser, Debug)]
 #[command(name = "alertd", version, about, long_about = None)]
 pub struct Cli {
-    /// Log format on stderr: `text` for people, `json` for log shippers. Level from RUST_LOG.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
+    /// Log format on stderr: `text` for people (coloured only on a terminal, not with
+    /// NO_COLOR), `json` for log shippers. Default: `[log] format` of the config, else text.
+    /// Level from RUST_LOG, else `[log] level`, else info.
+    #[arg(long, value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::logging::LogFormat;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -120,8 +118,8 @@ pub enum Command {
     },
 }
 
-/// Sets up logging on stderr (see [`crate::logging`] for when it is coloured).
-pub fn init_logging(format: LogFormat) {
+/// Sets up logging on stderr (see [`crate::logging`] for colour and the config's `[log]`).
+pub fn init_logging(format: Option<LogFormat>) {
     crate::logging::init(format);
 }
 

@@ -1,9 +1,11 @@
 //! Log output through the real binary: colour (ANSI escape codes) only when stderr is a
-//! terminal, never in files or pipes, never with `--log-format json`, and not with `NO_COLOR`.
+//! terminal, never in files or pipes, never with `--log-format json`, and not with `NO_COLOR`;
+//! level and format from the config's `[log]`, applied again on reload, with `RUST_LOG` and
+//! `--log-format` winning.
 
 mod common;
 
-use common::{config_text, free_port, Daemon};
+use common::{config_text, error_trace, free_port, Daemon, Receiver};
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
@@ -39,11 +41,11 @@ fn open_pty() -> (std::fs::File, OwnedFd) {
 
 /// Runs `alertd run` with stderr on a terminal until its log says it is ready; returns what it
 /// wrote there.
-async fn run_on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
+async fn run_on_a_terminal(args: &[&str], env: &[(&str, &str)], rest: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = dir.path().join("alertd.toml");
-    std::fs::write(&config, config_text(port, dir.path(), "")).unwrap();
+    std::fs::write(&config, config_text(port, dir.path(), rest)).unwrap();
     let (mut master, slave) = open_pty();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_alertd"));
     cmd.args(args)
@@ -98,13 +100,13 @@ async fn run_on_a_terminal(args: &[&str], env: &[(&str, &str)]) -> String {
 #[tokio::test]
 async fn logs_on_a_terminal_are_coloured() {
     // The control for the tests below: the same daemon on a terminal does colour its lines.
-    let out = run_on_a_terminal(&[], &[]).await;
+    let out = run_on_a_terminal(&[], &[], "").await;
     assert!(out.contains(&format!("{ESC}[")), "no colour:\n{out:?}");
 }
 
 #[tokio::test]
 async fn no_color_turns_colour_off_on_a_terminal() {
-    let out = run_on_a_terminal(&[], &[("NO_COLOR", "1")]).await;
+    let out = run_on_a_terminal(&[], &[("NO_COLOR", "1")], "").await;
     assert!(
         !out.contains(ESC),
         "escape codes despite NO_COLOR:\n{out:?}"
@@ -113,7 +115,7 @@ async fn no_color_turns_colour_off_on_a_terminal() {
 
 #[tokio::test]
 async fn json_logs_have_no_escape_codes_even_on_a_terminal() {
-    let out = run_on_a_terminal(&["--log-format", "json"], &[]).await;
+    let out = run_on_a_terminal(&["--log-format", "json"], &[], "").await;
     assert!(!out.contains(ESC), "escape codes in JSON logs:\n{out:?}");
     for line in out.lines().filter(|l| !l.trim().is_empty()) {
         serde_json::from_str::<serde_json::Value>(line.trim_end_matches('\r'))
@@ -130,4 +132,113 @@ async fn logs_written_to_a_file_have_no_escape_codes() {
     let logs = d.logs();
     assert!(logs.contains("ready"), "{logs}");
     assert!(!logs.contains(ESC), "escape codes in a log file:\n{logs:?}");
+}
+
+/// An alert that fires on the first error trace, posting to `url`.
+fn errors_alert(url: &str) -> String {
+    format!(
+        "[engine]\ntick = \"100ms\"\n[[alert]]\nid = \"a\"\nurl = \"{url}\"\n\
+         [[alert.trigger]]\nevent = \"trace:errors\"\nthreshold = 0\nwindow = \"5m\"\n"
+    )
+}
+
+#[tokio::test]
+async fn the_config_sets_level_and_format_and_a_reload_changes_them_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start().await;
+    let alert = errors_alert(&rx.url("/a"));
+    // RUST_LOG empty counts as unset: the config decides.
+    let d = Daemon::start_with_env(
+        dir.path(),
+        &format!("[log]\nlevel = \"warn\"\n{alert}"),
+        &[("RUST_LOG", "")],
+    )
+    .await;
+    assert!(
+        !d.logs().contains("alertd ready"),
+        "info lines at level warn:\n{}",
+        d.logs()
+    );
+    d.rewrite_config(&format!(
+        "[log]\nlevel = \"info\"\nformat = \"json\"\n{alert}"
+    ));
+    let (status, v) = d.post("/v1/reload", None).await;
+    assert_eq!(status, 200, "{v}");
+    d.send(&[error_trace("p")]).await;
+    rx.wait_for("/a", 1, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let decided = d.logs().lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["fields"]["message"] == "notification decided")
+        });
+        if decided {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no JSON info line after the reload:\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn rust_log_wins_over_the_configured_level() {
+    let dir = tempfile::tempdir().unwrap();
+    // The harness sets RUST_LOG=info.
+    let d = Daemon::start(dir.path(), "[log]\nlevel = \"error\"\n").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.logs().contains("alertd ready") {
+        assert!(
+            Instant::now() < deadline,
+            "RUST_LOG=info lost:\n{}",
+            d.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_configured_format_applies_and_the_command_line_wins() {
+    let json = run_on_a_terminal(&[], &[], "[log]\nformat = \"json\"\n").await;
+    let ready = json
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .find(|l| l.contains("alertd ready"))
+        .unwrap_or_else(|| panic!("{json:?}"));
+    let v: serde_json::Value = serde_json::from_str(ready).expect("a JSON line");
+    assert_eq!(v["fields"]["message"], "alertd ready");
+    assert!(!json.contains(ESC), "{json:?}");
+    let text =
+        run_on_a_terminal(&["--log-format", "text"], &[], "[log]\nformat = \"json\"\n").await;
+    let ready = text
+        .lines()
+        .find(|l| l.contains("alertd ready"))
+        .unwrap_or_else(|| panic!("{text:?}"));
+    assert!(!ready.trim_start().starts_with('{'), "{ready:?}");
+    assert!(text.contains(&format!("{ESC}[")), "{text:?}");
+}
+
+#[test]
+fn an_invalid_level_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("alertd.toml");
+    std::fs::write(
+        &config,
+        config_text(free_port(), dir.path(), "[log]\nlevel = \"alertd=loud\"\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_alertd"))
+        .args(["check-config", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("log: level is not a valid log filter"),
+        "{err}"
+    );
 }
