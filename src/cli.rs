@@ -7,7 +7,7 @@ use crate::event::EventType;
 use anyhow::{bail, Context as _};
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -41,18 +41,16 @@ const DEFAULT_RECEIVE: &str = "127.0.0.1:9000";
 #[derive(Parser, Debug)]
 #[command(name = "alertd", version, about, long_about = None)]
 pub struct Cli {
-    /// Log format on stderr: `text` for people, `json` for log shippers. Level from RUST_LOG.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    pub log_format: LogFormat,
+    /// Log format on stderr: `text` for people (coloured only on a terminal, not with
+    /// NO_COLOR), `json` for log shippers. Default: `[log] format` of the config, else text.
+    /// Level from RUST_LOG, else `[log] level`, else info.
+    #[arg(long, value_enum, global = true)]
+    pub log_format: Option<LogFormat>,
     #[command(subcommand)]
     pub command: Command,
 }
 
-#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use crate::logging::LogFormat;
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
@@ -127,17 +125,9 @@ pub enum Command {
     },
 }
 
-/// Sets up logging on stderr.
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+/// Sets up logging on stderr (see [`crate::logging`] for colour and the config's `[log]`).
+pub fn init_logging(format: Option<LogFormat>) {
+    crate::logging::init(format);
 }
 
 /// Runs the parsed command; the exit code is 0 on success.
@@ -180,7 +170,10 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn load(config: &Path) -> anyhow::Result<Config> {
-    Config::load(config).map_err(|e| anyhow::anyhow!("{e}"))
+    Config::load(config).map_err(|e| {
+        let secrets = crate::redact::file_secrets(config);
+        anyhow::anyhow!("{}", crate::redact::redact(&e.to_string(), &secrets))
+    })
 }
 
 fn check_config(path: &Path) -> anyhow::Result<()> {

@@ -62,6 +62,26 @@ impl Default for ServerConfig {
     }
 }
 
+/// `[log]`: what the daemon logs and how. `RUST_LOG` (when set and not empty) wins over `level`,
+/// and `--log-format` over `format`, so a one-off debugging run needs no config change. Both
+/// apply on reload, without a restart.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, or per module, e.g. `warn,alertd::delivery=debug`.
+    pub level: String,
+    pub format: crate::logging::LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: crate::logging::LogFormat::Text,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
@@ -221,6 +241,8 @@ struct RawConfig {
     ingest: IngestConfig,
     #[serde(default)]
     delivery: DeliveryConfig,
+    #[serde(default)]
+    log: LogConfig,
     #[serde(default, rename = "alert")]
     alerts: Vec<RawAlert>,
 }
@@ -343,6 +365,7 @@ pub struct Config {
     pub engine: EngineConfig,
     pub ingest: IngestConfig,
     pub delivery: DeliveryConfig,
+    pub log: LogConfig,
     pub alerts: Vec<Arc<AlertSpec>>,
 }
 
@@ -478,6 +501,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     if server.max_body.as_u64() == 0 {
         return Err(err("server: max_body must be greater than 0".into()));
     }
+    crate::logging::check_level(&raw.log.level).map_err(|m| err(format!("log: level {m}")))?;
     check_duration(raw.engine.tick, "engine: tick").map_err(err)?;
     check_duration(raw.engine.debounce, "engine: debounce").map_err(err)?;
     check_duration(raw.ingest.dedup_window, "ingest: dedup_window").map_err(err)?;
@@ -521,6 +545,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         engine: raw.engine,
         ingest: raw.ingest,
         delivery: raw.delivery,
+        log: raw.log,
         alerts,
     })
 }

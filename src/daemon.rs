@@ -40,6 +40,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             api::redact(&e.to_string(), &api::file_secrets(config_path))
         )
     })?;
+    crate::logging::apply(&config.log);
     crate::metrics::config_reload(true);
     warn_if_secrets_readable(config_path);
     warn_if_watchdog_too_tight(config.engine.tick);

@@ -21,8 +21,9 @@
 //!   groups: delivered log, reschedule with backoff, or dead letters.
 //! - [`supervisor`] (root actor) starts the tree and publishes the running config
 //!   ([`config::LiveConfig`]) that every part reads; [`reload`] validates a new file first.
-//! - [`store`] holds every table and transaction; [`codec`] every stored byte format;
-//!   [`secrets`] keeps secrets out of messages.
+//! - [`store`] holds every table and transaction; [`codec`] every stored byte format.
+//! - [`logging`] sets up the stderr logs (colour only on a terminal).
+//! - [`redact`] keeps secrets (tokens, webhook URL paths) out of errors, logs and API answers.
 //! - [`silence`] mutes notifications for a while (DESIGN §12): the tick hands every alert the
 //!   store's silence snapshot, and what a silence matches is recorded as suppressed, not sent.
 //! - [`memory`] returns freed heap to the OS after start-up, reloads and bursts.
@@ -44,13 +45,14 @@ pub mod destination;
 pub mod event;
 pub mod ingest;
 pub mod journal;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod notification;
+pub mod redact;
 pub mod reload;
 pub mod router;
 pub mod scheduler;
-pub mod secrets;
 pub mod server;
 pub mod silence;
 pub mod store;

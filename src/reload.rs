@@ -9,7 +9,7 @@
 use crate::api::AppState;
 use crate::config::Config;
 use crate::metrics;
-use crate::secrets::{config_secrets, file_secrets, redact};
+use crate::redact::{config_secrets, file_secrets, redact};
 use crate::supervisor::SupervisorMsg;
 
 /// Why a reload was not applied.
@@ -96,6 +96,7 @@ pub async fn reload(
         }
     };
     report.restart_required = restart_required(&old, &new);
+    crate::logging::apply(&new.log);
     metrics::config_reload(true);
     if report.restart_required.is_empty() {
         tracing::info!(trigger, added = ?report.added, removed = ?report.removed,

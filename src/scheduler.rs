@@ -208,6 +208,7 @@ impl SchedulerState {
     }
 
     async fn tick(&mut self, myself: &ActorRef<SchedulerMsg>) -> TickReport {
+        crate::testhooks::hold_tick().await;
         let started = Instant::now();
         let now = now_ms();
         let through = match self

@@ -10,11 +10,17 @@
 //!   to test that an answer missing the scheduler's deadline is still committed.
 //! - `TESTHOOK_ALERTD_SENDER_CRASH=<n>` makes the sender actor that starts the n-th delivery
 //!   attempt of the process panic before answering, to test that a crashed sender loses nothing.
+//! - `TESTHOOK_ALERTD_HOLD_TICK=<file>` wedges the engine tick while that file exists: a tick that
+//!   starts then waits, logging `test hook: tick held`, until the file is removed. Tests use it to
+//!   prove the systemd watchdog pings come from the tick (a wedged engine stops pinging), and to
+//!   let events reach an alert before a chosen tick runs.
 //!
 //! Each variable is read once; unset, a hook costs one atomic load or one comparison.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::LazyLock;
+use std::time::Duration;
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|s| !s.is_empty())
@@ -22,6 +28,12 @@ fn var(name: &str) -> Option<String> {
 
 static TARGET: LazyLock<Option<String>> = LazyLock::new(|| var("TESTHOOK_ALERTD_PANIC"));
 static FIRED: AtomicBool = AtomicBool::new(false);
+
+static HOLD: LazyLock<Option<PathBuf>> = LazyLock::new(|| {
+    std::env::var_os("TESTHOOK_ALERTD_HOLD_TICK")
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
+});
 
 /// True once for the alert named by `TESTHOOK_ALERTD_PANIC`.
 pub fn should_panic(alert_id: &str) -> bool {
@@ -68,4 +80,19 @@ pub fn tick_delay(alert_id: &str) -> Option<std::time::Duration> {
         Some((id, ms)) if id == alert_id => Some(std::time::Duration::from_millis(*ms)),
         _ => None,
     }
+}
+
+/// Waits while the file named by `TESTHOOK_ALERTD_HOLD_TICK` exists; returns at once otherwise.
+pub async fn hold_tick() {
+    let Some(path) = HOLD.as_deref() else {
+        return;
+    };
+    if !path.exists() {
+        return;
+    }
+    tracing::warn!(file = %path.display(), "test hook: tick held until the file is removed");
+    while path.exists() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tracing::warn!("test hook: tick released");
 }

@@ -45,39 +45,46 @@ async fn wait_dead(d: &Daemon, n: usize) -> Vec<serde_json::Value> {
 async fn server_errors_are_retried_with_the_same_id_and_growing_gaps() {
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start().await;
-    rx.script(
-        "/a",
-        vec![
-            Answer::Status(500),
-            Answer::Status(500),
-            Answer::Status(200),
-        ],
-    );
-    let cfg = engine("") + &alert("a", "p", &rx.url("/a"), "");
+    rx.script("/a", vec![Answer::Status(500); 4]);
+    // Backoff 200 ms doubling, ±50% jitter, capped at 2 s: the four gaps fall in
+    // [100, 300), [200, 600), [400, 1200) and [800, 2000] ms.
+    let cfg = "[engine]\ntick = \"200ms\"\n[delivery]\ninitial_backoff = \"200ms\"\nmax_backoff = \"2s\"\nmax_retries = 6\n".to_string()
+        + &alert("a", "p", &rx.url("/a"), "");
     let d = Daemon::start(dir.path(), &cfg).await;
     d.send(&[error_trace("p")]).await;
-    let got = rx.wait_for("/a", 3, Duration::from_secs(15)).await;
-    let ids: Vec<_> = got.iter().map(|r| r.json()["id"].clone()).collect();
-    assert_eq!(ids[0], ids[1]);
-    assert_eq!(ids[1], ids[2]);
-    assert_eq!(
-        got[0].body, got[2].body,
+    let got = rx.wait_for("/a", 5, Duration::from_secs(20)).await;
+    let id = got[0].json()["id"].clone();
+    assert!(
+        got.iter().all(|r| r.json()["id"] == id),
+        "one id for every attempt"
+    );
+    assert!(
+        got.iter().all(|r| r.body == got[0].body),
         "every attempt sends the same body"
     );
-    // initial 300 ms ±50% then 600 ms ±50%: the second gap is at least 300 ms, the first at
-    // least 150 ms; with jitter the second is usually but not always longer, so check the bands.
-    let g1 = got[1].at - got[0].at;
-    let g2 = got[2].at - got[1].at;
-    assert!(g1 >= Duration::from_millis(150), "first gap {g1:?}");
-    assert!(g2 >= Duration::from_millis(300), "second gap {g2:?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gaps: Vec<Duration> = got.windows(2).map(|w| w[1].at - w[0].at).collect();
+    // Lower bounds only growth meets: a schedule stuck at the first delay (< 300 ms) fails the
+    // third and fourth, one stuck at the second (< 600 ms) fails the fourth.
+    for (n, min_ms) in [(0, 100), (1, 200), (2, 400), (3, 800)] {
+        assert!(
+            gaps[n] >= Duration::from_millis(min_ms),
+            "gap {} was {:?}, at least {min_ms} ms expected: {gaps:?}",
+            n + 1,
+            gaps[n]
+        );
+    }
+    // After the success nothing more: the next retry would have come within the 2 s cap.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     assert_eq!(
         rx.requests_to("/a").len(),
-        3,
+        5,
         "no attempt after the success"
     );
     let (_, v) = d.get("/v1/deliveries?status=delivered").await;
-    assert_eq!(v["deliveries"][0]["attempts"], 3);
+    assert_eq!(v["deliveries"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["deliveries"][0]["attempts"], 5);
+    let (_, v) = d.get("/v1/deliveries?status=pending").await;
+    assert_eq!(v["deliveries"].as_array().map(Vec::len), Some(0), "{v}");
     assert!(dead_letters(&d).await.is_empty());
 }
 

@@ -5,8 +5,9 @@
 //! `_`). A missing file fails the test, so a new event type cannot ship without its messages.
 //!
 //! After an intended format change, regenerate with
-//! `UPDATE_GOLDEN=1 cargo nextest run --test destinations_golden`, then read the diff of
-//! `tests/golden/` before committing: the files are the specification a reviewer checks.
+//! `UPDATE_GOLDEN=1 cargo nextest run --test destinations_golden` (that run still fails, naming
+//! the rewritten files; the variable is ignored on CI), read the diff of `tests/golden/`, and run
+//! again without it before committing: the files are the specification a reviewer checks.
 
 use alertd::alert::AlertState;
 use alertd::config::{AlertSpec, Config, Operator};
@@ -215,34 +216,52 @@ fn render(dest: Dest, t: EventType) -> String {
     serde_json::to_string_pretty(&v).expect("a JSON value serialises") + "\n"
 }
 
-/// Compares every type's body with its golden file, or rewrites the files with `UPDATE_GOLDEN=1`.
+/// True when `UPDATE_GOLDEN=1` asks for the golden files to be rewritten. Never on CI (`CI` set
+/// and not `false`/`0`): there the files are only compared, so the variable cannot turn a
+/// failing run green.
+fn update_requested() -> bool {
+    let on_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    let asked = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    if asked && on_ci {
+        eprintln!("UPDATE_GOLDEN=1 is ignored on CI: golden files are only compared there");
+    }
+    asked && !on_ci
+}
+
+/// Compares every type's body with its golden file. With `UPDATE_GOLDEN=1` (not on CI) a file
+/// that differs is rewritten, and the test still fails naming it, so that an update is always
+/// reviewed and then confirmed by a plain run.
 fn check(dest: Dest) {
-    let update = std::env::var("UPDATE_GOLDEN").is_ok_and(|v| v == "1");
+    let update = update_requested();
     let mut failures = Vec::new();
     for t in EventType::ALL {
         let path = golden_path(dest, t);
         let got = render(dest, t);
+        let problem = match std::fs::read_to_string(&path) {
+            Err(e) => format!("{}: missing ({e})", path.display()),
+            Ok(want) if want != got => format!(
+                "{}: differs\n--- golden\n{want}\n--- got\n{got}",
+                path.display()
+            ),
+            Ok(_) => continue,
+        };
         if update {
             std::fs::create_dir_all(path.parent().expect("golden files live in a directory"))
                 .expect("create the golden directory");
             std::fs::write(&path, &got).expect("write a golden file");
-            continue;
-        }
-        match std::fs::read_to_string(&path) {
-            Err(e) => failures.push(format!("{}: missing ({e})", path.display())),
-            Ok(want) if want != got => failures.push(format!(
-                "{}: differs\n--- golden\n{want}\n--- got\n{got}",
-                path.display()
-            )),
-            Ok(_) => {}
+            failures.push(format!("{}: rewritten", path.display()));
+        } else {
+            failures.push(problem);
         }
     }
     assert!(
         failures.is_empty(),
-        "{} {} golden file(s) do not match; if the change is intended, run \
-         UPDATE_GOLDEN=1 cargo nextest run --test destinations_golden and review the diff:\n\n{}",
+        "{} {} golden file(s) do not match{}; if the change is intended, run \
+         UPDATE_GOLDEN=1 cargo nextest run --test destinations_golden, review the diff and run \
+         again without it:\n\n{}",
         failures.len(),
         dest.dir(),
+        if update { " (now rewritten)" } else { "" },
         failures.join("\n\n")
     );
 }

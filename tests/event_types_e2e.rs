@@ -8,8 +8,14 @@ use common::{Daemon, Receiver};
 use serde_json::{json, Value};
 use std::time::Duration;
 
-/// Several engine ticks at 200 ms: long enough for anything decided to have been delivered.
+/// Several engine ticks at 200 ms: long enough for anything decided to have been delivered, for
+/// a debounce bucket (500 ms) to flush, and for a wrongful retry (backoff 200 ms ±50%, set by
+/// `DELIVERY`) to arrive — the things an "exactly N webhooks" check rules out.
 const A_FEW_TICKS: Duration = Duration::from_millis(1_000);
+
+/// A fast retry schedule, so that a second attempt of a delivered notification would show
+/// within `A_FEW_TICKS`.
+const DELIVERY: &str = "[delivery]\ninitial_backoff = \"200ms\"\nmax_backoff = \"300ms\"\n";
 
 /// How long a test waits for a webhook it expects.
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -19,7 +25,7 @@ const PROJECT_UUID: &str = "0193a000-0000-7000-8000-0000000000aa";
 /// A config with a fast tick and one alert `a` named "A" posting to `url`.
 fn one_alert(url: &str, alert_keys: &str, trigger: &str) -> String {
     format!(
-        "[engine]\ntick = \"200ms\"\ndebounce = \"500ms\"\n\
+        "[engine]\ntick = \"200ms\"\ndebounce = \"500ms\"\n{DELIVERY}\
          [[alert]]\nid = \"a\"\nname = \"A\"\nurl = \"{url}\"\n{alert_keys}\n\
          [[alert.trigger]]\n{trigger}\n"
     )
@@ -368,7 +374,7 @@ async fn a_trigger_that_recovers_sends_exactly_one_resolve() {
 /// Alerts of several kinds whose outcome depends on both halves of `restart_events`.
 fn restart_config(url: &str) -> String {
     format!(
-        "[engine]\ntick = \"200ms\"\ndebounce = \"3s\"\n\
+        "[engine]\ntick = \"200ms\"\ndebounce = \"3s\"\n{DELIVERY}\
          [[alert]]\nid = \"errors-and-cost\"\nurl = \"{url}\"\n\
          [[alert.trigger]]\nevent = \"trace:errors\"\nprojects = [\"p1\"]\nthreshold = 3\nwindow = \"1m\"\n\
          [[alert.trigger]]\nevent = \"trace:cost\"\nthreshold = 100\nwindow = \"1m\"\n\

@@ -4,6 +4,7 @@
 //! the body properties build batches from valid event generators and plant invalid events at
 //! chosen indexes. Backoff schedule properties live next to the code in `src/delivery/backoff.rs`.
 
+use alertd::event::EventBody;
 use alertd::ingest::{parse_body, split_ndjson, Limits};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -249,7 +250,20 @@ proptest! {
                 prop_assert_eq!(alertd::journal::kind_name(&e.event), *kind);
                 prop_assert_eq!(e.client_id.as_deref(), v["id"].as_str());
                 prop_assert_eq!(e.event.workspace.as_str(), v["workspace"].as_str().unwrap_or("default"));
+                prop_assert_eq!(e.event.project.as_deref(), v["project"].as_str());
                 prop_assert!(e.event.timestamp_ms <= NOW_MS);
+                if let EventBody::Trace { duration_s, cost, error, .. } = &e.event.body {
+                    // Within a few ulps: serde_json's fast float parsing may differ in the last bit.
+                    let close = |got: Option<f64>, want: Option<f64>| {
+                        matches!((got, want), (Some(g), Some(w)) if (g - w).abs() <= w.abs() * 1e-12)
+                    };
+                    prop_assert!(close(*cost, v["total_estimated_cost"].as_f64()),
+                        "cost {:?} for {:?}", cost, v["total_estimated_cost"]);
+                    let want_s = v["duration_ms"].as_f64().map(|ms| ms / 1000.0);
+                    prop_assert!(close(*duration_s, want_s),
+                        "duration {:?} s for {:?} ms", duration_s, v["duration_ms"]);
+                    prop_assert_eq!(*error, v.get("error_info").is_some());
+                }
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 fn errors_alert(url: &str) -> String {
     format!(
-        "[engine]\ntick = \"200ms\"\n[[alert]]\nid = \"prod-errors\"\nname = \"Prod errors\"\nurl = \"{url}\"\n\
+        "[engine]\ntick = \"200ms\"\n[delivery]\ninitial_backoff = \"200ms\"\nmax_backoff = \"300ms\"\n[[alert]]\nid = \"prod-errors\"\nname = \"Prod errors\"\nurl = \"{url}\"\n\
          [[alert.trigger]]\nevent = \"trace:errors\"\nprojects = [\"p1\"]\nthreshold = 10\nwindow = \"5m\"\n"
     )
 }
@@ -20,6 +20,7 @@ async fn eleven_errors_over_threshold_send_exactly_one_webhook() {
     let events: Vec<_> = (0..11).map(|_| error_trace("p1")).collect();
     d.send(&events).await;
     let got = rx.wait_for("/hook", 1, Duration::from_secs(10)).await;
+    // Longer than a few ticks (a repeat) and than the 300 ms retry cap (a wrongful retry).
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(rx.requests_to("/hook").len(), 1, "exactly one webhook");
     let body = got[0].json();

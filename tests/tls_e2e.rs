@@ -114,6 +114,12 @@ async fn an_unknown_certificate_is_refused_and_ca_file_or_tls_insecure_allow_it(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(dead["alert_id"], "strict");
+    // Refused for its certificate, not for any other reason a request can fail.
+    let why = dead["last_error"].as_str().unwrap_or_default();
+    assert!(
+        why.to_lowercase().contains("certificate"),
+        "the dead letter names the certificate problem: {dead}"
+    );
     assert_eq!(
         rx.hits.load(Ordering::SeqCst),
         2,

@@ -108,6 +108,9 @@ fn checkpoint_and_replay_equal_an_uninterrupted_run() {
     }
     let a = straight.tick(10_000, &mut ids());
     let b = restored.tick(10_000, &mut ids());
+    // Six errors over a threshold of 2: one notification, counting each error once.
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(a[0].metric.as_ref().unwrap().value, Some(6.0));
     assert_eq!(a, b);
 }
 

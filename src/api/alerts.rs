@@ -6,7 +6,7 @@ use crate::config::AlertSpec;
 use crate::delivery::probe;
 use crate::destination::rfc3339_ms;
 use crate::event::EventType;
-use crate::secrets::{redact, spec_secrets};
+use crate::redact::{redact, spec_secrets};
 use crate::supervisor::SupervisorMsg;
 use axum::body::Bytes;
 use axum::extract::{Path, State};

@@ -13,8 +13,8 @@ mod health;
 mod reload;
 mod silences;
 
+pub use crate::redact::{config_secrets, file_secrets, file_secrets_keys, mask_url, redact};
 pub use crate::reload::{reload, ReloadError};
-pub use crate::secrets::{config_secrets, file_secrets, file_secrets_keys, redact};
 pub use deliveries::delivery_json;
 
 use crate::config::{Config, LiveConfig};
@@ -129,26 +129,4 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
-}
-
-/// A URL with its path hidden: Slack and PagerDuty URLs carry secrets in the path.
-pub fn mask_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(u) => {
-            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
-            let hidden = if u.path().len() > 1 || u.query().is_some() {
-                "/***"
-            } else {
-                "/"
-            };
-            format!(
-                "{}://{}{}{}",
-                u.scheme(),
-                u.host_str().unwrap_or(""),
-                port,
-                hidden
-            )
-        }
-        Err(_) => "***".into(),
-    }
 }

@@ -195,10 +195,18 @@ impl Daemon {
 
     /// Like `start`, with extra environment variables for the child.
     pub async fn start_with_env(dir: &Path, rest: &str, env: &[(&str, &str)]) -> Daemon {
+        let mut d = Self::prepare(dir, rest, env);
+        d.spawn().await;
+        d
+    }
+
+    /// Writes the config and picks the port like `start_with_env`, but starts nothing: call
+    /// `launch` or `spawn` when the test is ready to watch.
+    pub fn prepare(dir: &Path, rest: &str, env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let config_path = dir.join("alertd.toml");
         std::fs::write(&config_path, config_text(port, dir, rest)).unwrap();
-        let mut d = Daemon {
+        Daemon {
             dir: dir.to_path_buf(),
             config_path,
             port,
@@ -209,9 +217,7 @@ impl Daemon {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-        };
-        d.spawn().await;
-        d
+        }
     }
 
     /// Path of the log of start number `n` (0-based).
@@ -229,6 +235,19 @@ impl Daemon {
 
     /// Starts the process and waits until `/healthz` answers.
     pub async fn spawn(&mut self) {
+        self.launch();
+        self.wait_ready(Duration::from_secs(20)).await;
+    }
+
+    /// Sets (or replaces) an environment variable for the next starts.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
+        self.extra_env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Starts the process and returns at once, without waiting for it to be ready: for tests
+    /// that watch start-up itself (readiness notifications, kills during recovery).
+    pub fn launch(&mut self) {
         let log = std::fs::File::create(self.log_path(self.starts)).unwrap();
         self.starts += 1;
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_alertd"));
@@ -243,10 +262,19 @@ impl Daemon {
             cmd.env(k, v);
         }
         self.child = Some(cmd.spawn().expect("start alertd"));
-        self.wait_ready(Duration::from_secs(20)).await;
     }
 
-    async fn wait_ready(&mut self, timeout: Duration) {
+    /// True while the process started last is alive.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().unwrap().is_none(),
+            None => false,
+        }
+    }
+
+    /// Waits until `/healthz` answers; panics with the logs if the process exits or `timeout`
+    /// passes first.
+    pub async fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let client = reqwest::Client::new();
         loop {
