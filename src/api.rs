@@ -653,8 +653,8 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     out
 }
 
-/// Ready = the store is open, the engine's actors run, the listener is bound and the daemon is
-/// not stopping. A load balancer should send events only to a ready daemon.
+/// Ready = the store is open, the engine's actors run, the listener is bound, the daemon is
+/// not stopping and every ingest source consumes (`sources` lists their states). A load balancer should send events only to a ready daemon.
 async fn readyz(State(s): State<AppState>) -> Response {
     use ractor::ActorStatus;
     let running = |st: ActorStatus| st == ActorStatus::Running;
@@ -664,13 +664,15 @@ async fn readyz(State(s): State<AppState>) -> Response {
         ("engine", running(s.0.supervisor.get_status())),
         ("journal", running(s.0.journal.get_status())),
     ];
-    let failing: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
+    let mut failing: Vec<String> = checks.iter().filter(|c| !c.1).map(|c| c.0.into()).collect();
+    failing.extend(crate::source::not_ready());
+    let sources = crate::source::report();
     if failing.is_empty() {
-        Json(json!({"status": "ready"})).into_response()
+        Json(json!({"status": "ready", "sources": sources})).into_response()
     } else {
         let mut r = (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "error": format!("not ready: {}", failing.join(", ")), "failing": failing})),
+            Json(json!({"status": "not ready", "error": format!("not ready: {}", failing.join(", ")), "failing": failing, "sources": sources})),
         )
             .into_response();
         r.headers_mut()

@@ -220,6 +220,8 @@ struct RawConfig {
     delivery: DeliveryConfig,
     #[serde(default, rename = "alert")]
     alerts: Vec<RawAlert>,
+    #[serde(default)]
+    source: crate::source::RawSources,
 }
 
 /// Where an alert's notifications go; each has its own formatter in `destination`.
@@ -336,6 +338,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub delivery: DeliveryConfig,
     pub alerts: Vec<Arc<AlertSpec>>,
+    /// Logs alertd pulls events from (`[[source.nats]]`), beside `POST /v1/events`.
+    pub sources: crate::source::SourcesConfig,
 }
 
 impl Config {
@@ -506,6 +510,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
         alerts.push(Arc::new(spec));
     }
+    let sources = crate::source::validate(path, raw.source).map_err(err)?;
     Ok(Config {
         file: path.to_path_buf(),
         server,
@@ -514,6 +519,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         ingest: raw.ingest,
         delivery: raw.delivery,
         alerts,
+        sources,
     })
 }
 

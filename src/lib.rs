@@ -3,6 +3,8 @@
 //! How an event becomes a webhook, one component a line:
 //!
 //! - [`api`] receives `POST /v1/events`; [`ingest`] validates the batch (all or nothing).
+//! - [`source`] pulls the same events from NATS JetStream (`[[source.nats]]`) and appends them
+//!   through the journal too, acking each message only after its commit.
 //! - [`journal`] (actor) appends accepted batches to the redb `inbox` in group commits and answers
 //!   `202` only after the fsync; it then hands the events, in sequence order, to
 //! - [`router`] (actor), which indexes alerts by (workspace, event type) and forwards each event to
@@ -41,6 +43,7 @@ pub mod notification;
 pub mod router;
 pub mod scheduler;
 pub mod server;
+pub mod source;
 pub mod store;
 pub mod supervisor;
 pub mod testhooks;
