@@ -666,13 +666,12 @@ async fn readyz(State(s): State<AppState>) -> Response {
     ];
     let mut failing: Vec<String> = checks.iter().filter(|c| !c.1).map(|c| c.0.into()).collect();
     failing.extend(crate::source::not_ready());
-    let sources = crate::source::report();
     if failing.is_empty() {
-        Json(json!({"status": "ready", "sources": sources})).into_response()
+        Json(crate::source::with_report(json!({"status": "ready"}))).into_response()
     } else {
         let mut r = (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "error": format!("not ready: {}", failing.join(", ")), "failing": failing, "sources": sources})),
+            Json(crate::source::with_report(json!({"status": "not ready", "error": format!("not ready: {}", failing.join(", ")), "failing": failing}))),
         )
             .into_response();
         r.headers_mut()

@@ -316,16 +316,14 @@ pub fn not_ready() -> Vec<String> {
         .collect()
 }
 
-/// Every source's state, backlog and last error, for `/readyz`.
-pub fn report() -> serde_json::Value {
-    serde_json::Value::Array(
-        STATUSES
-            .read()
-            .expect("status list lock is never poisoned")
-            .iter()
-            .map(|s| s.report())
-            .collect(),
-    )
+/// `body` (a `/readyz` answer) with a `sources` array giving every source's state, backlog and
+/// last error; unchanged when no source is configured.
+pub fn with_report(mut body: serde_json::Value) -> serde_json::Value {
+    let statuses = STATUSES.read().expect("status list lock is never poisoned");
+    if !statuses.is_empty() {
+        body["sources"] = statuses.iter().map(|s| s.report()).collect();
+    }
+    body
 }
 
 /// What a source needs from the daemon to append through the journal.
