@@ -68,7 +68,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut attempt = 0u32;
-    while !*stop.borrow() {
+    while !stopped(&stop) {
         let outcome = session(&spec, &journal, &status, &mut stop, &mut attempt).await;
         status.set_consuming(false);
         status.set_paused(false);
@@ -88,6 +88,11 @@ pub async fn run(
     }
     status.set_connected(false);
     tracing::info!(source = %spec.name, "source stopped");
+}
+
+/// True once the daemon asked to stop (or is gone, so nobody will ever ask).
+fn stopped(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
 }
 
 /// One connection's life: connect, set up, consume until stopped or broken.
@@ -250,7 +255,7 @@ async fn consume(
 
     let mut in_flight: JoinSet<()> = JoinSet::new();
     let result = loop {
-        if *stop.borrow() {
+        if stopped(stop) {
             break Ok(());
         }
         while in_flight.try_join_next().is_some() {}
