@@ -58,6 +58,16 @@ if [ -z "$AM" ]; then
 fi
 [ -n "$AM" ] && echo "== peer: $("$AM" --version 2>&1 | head -1)"
 
+# The NATS JetStream source scenarios need a real nats-server (Debian package).
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "== installing nats-server from Debian"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server) \
+            >"$WORK/apt-nats.log" 2>&1 || echo "!! nats-server could not be installed; NATS rows will be missing"
+        command -v systemctl >/dev/null && systemctl stop nats-server 2>/dev/null || true
+    fi
+fi
+
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB, commit $(git rev-parse --short HEAD)"
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 

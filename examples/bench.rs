@@ -114,8 +114,11 @@ struct AllArgs {
     /// Firings per end-to-end run.
     #[arg(long)]
     firings: Option<usize>,
-    /// Comma-separated scenario groups to run (ceiling,ingest,e2e,delivery,recovery,scale,am).
-    #[arg(long, default_value = "ceiling,ingest,e2e,delivery,recovery,scale,am")]
+    /// Comma-separated scenario groups to run (ceiling,ingest,e2e,nats,delivery,recovery,scale,am).
+    #[arg(
+        long,
+        default_value = "ceiling,ingest,e2e,nats,delivery,recovery,scale,am"
+    )]
     only: String,
     /// Scratch directory (data dirs, configs, logs, pid file).
     #[arg(long, default_value = "/tmp/alertd-bench")]
@@ -1091,6 +1094,9 @@ async fn run_all(a: AllArgs) -> Res<()> {
         if ctx.wants("am") && have_am {
             step(&mut ctx, "am e2e", am_e2e).await;
         }
+        if ctx.wants("nats") {
+            step(&mut ctx, "nats", alertd_nats).await;
+        }
         if ctx.wants("delivery") {
             step(&mut ctx, "delivery", delivery).await;
         }
@@ -1433,6 +1439,175 @@ fn alertd_e2e(ctx: &mut Ctx) -> Fut<'_> {
             drop(a);
             ctx.cleanup(&dir);
         }
+        Ok(())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS JetStream source (issue 16): drain rate of a backlog of 1,000-event messages, and
+// publish → webhook latency.
+
+/// `nats-server` from `$NATS_SERVER`, `PATH` or Debian's paths.
+fn nats_server_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NATS_SERVER") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/bin".into()])
+        .map(|d| d.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+struct Nats {
+    _proc: Proc,
+    url: String,
+    js: async_nats::jetstream::Context,
+}
+
+/// A JetStream server on a loopback port with the `ALERTD` stream (`alertd.events.>`).
+async fn start_nats(bin: &Path, dir: &Path) -> Res<Nats> {
+    let port = free_port();
+    let mut cmd = Command::new(bin);
+    cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.join("jetstream"));
+    let proc = Proc::spawn("nats-server", cmd, &dir.join("nats-server.log"))?;
+    let url = format!("nats://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(c) = async_nats::connect(&url).await {
+            let js = async_nats::jetstream::new(c);
+            if js
+                .get_or_create_stream(async_nats::jetstream::stream::Config {
+                    name: "ALERTD".into(),
+                    subjects: vec!["alertd.events.>".into()],
+                    ..Default::default()
+                })
+                .await
+                .is_ok()
+            {
+                return Ok(Nats {
+                    _proc: proc,
+                    url,
+                    js,
+                });
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("nats-server did not start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn nats_source(url: &str) -> String {
+    format!(
+        "\n[[source.nats]]\nurl = \"{url}\"\nstream = \"ALERTD\"\nsubjects = [\"alertd.events.>\"]\nconsumer = \"bench\"\n"
+    )
+}
+
+fn alertd_nats(ctx: &mut Ctx) -> Fut<'_> {
+    Box::pin(async move {
+        let Some(bin) = nats_server_bin() else {
+            ctx.report.note(
+                "nats-server is not installed (apt-get install nats-server): NATS rows are missing"
+                    .into(),
+            );
+            return Ok(());
+        };
+        // Drain rate: the backlog is published first, then alertd starts and consumes it.
+        let scen = "1 batched ingest from NATS JetStream (1,000 events/message, backlog drained)";
+        let dir = ctx.fresh_dir("nats-ingest");
+        let nats = start_nats(&bin, &dir).await?;
+        let messages = if ctx.a.quick { 200 } else { 1000 };
+        let bodies = trace_bodies(messages, BATCH);
+        for chunk in bodies.chunks(50) {
+            let mut acks = Vec::with_capacity(chunk.len());
+            for b in chunk {
+                acks.push(nats.js.publish("alertd.events.default", b.clone()).await?);
+            }
+            for a in acks {
+                a.await?;
+            }
+        }
+        let port = free_port();
+        let alerts = format!(
+            "{}{}",
+            scale_alerts(10, &ctx.sink.url("/scale")),
+            nats_source(&nats.url)
+        );
+        let cfg = alertd_config(port, &dir, "5s", &Delivery::default(), &alerts);
+        let t0 = Instant::now();
+        let a = Alertd::start(&ctx.a.alertd, &dir, &cfg, port).await?;
+        let cpu0 = cpu_secs(a.proc.pid());
+        loop {
+            let acked = a
+                .metric("alertd_source_messages_total", "outcome=\"acked\"")
+                .await;
+            if acked >= messages as f64 {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(600) {
+                return Err(format!("only {acked} of {messages} messages acked in 600 s").into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let took = t0.elapsed().as_secs_f64();
+        let cpu = cpu_secs(a.proc.pid()) - cpu0;
+        let (_, hwm) = rss_kib(a.proc.pid());
+        let events = (messages * BATCH) as f64;
+        ctx.report
+            .add("ingest", scen, "alertd", "events/s", events / took);
+        ctx.report
+            .add("ingest", scen, "alertd", "CPU µs/event", cpu * 1e6 / events);
+        ctx.report.add(
+            "ingest",
+            scen,
+            "alertd",
+            "RSS MiB (peak)",
+            hwm as f64 / 1024.0,
+        );
+        drop(a);
+        drop(nats);
+        ctx.cleanup(&dir);
+
+        // Publish (until JetStream's ack) → first webhook.
+        let n = firings(ctx);
+        let scen =
+            "3 end-to-end via NATS JetStream (publish → webhook), threshold crossing, tick 1s";
+        let dir = ctx.fresh_dir("nats-e2e");
+        let nats = start_nats(&bin, &dir).await?;
+        let port = free_port();
+        let alerts = format!(
+            "{}{}",
+            e2e_threshold_alerts(n, &ctx.sink.url("/e2e")),
+            nats_source(&nats.url)
+        );
+        let cfg = alertd_config(port, &dir, "1s", &Delivery::default(), &alerts);
+        let a = Alertd::start(&ctx.a.alertd, &dir, &cfg, port).await?;
+        // The source is up once /readyz (which includes it) answered 200 in Alertd::start.
+        let js = &nats.js;
+        let lat = e2e_collect(&ctx.sink, n, Duration::from_secs(7), |i| async move {
+            let body = format!(r#"{{"kind":"trace","project":"e2e-{i}","trace_id":"x{i}","duration_ms":5,"error_info":{{"message":"boom"}}}}"#);
+            js.publish("alertd.events.default", body.into()).await?.await?;
+            Ok(())
+        })
+        .await?;
+        if lat.len() < n {
+            ctx.report.note(format!(
+                "alertd {scen}: only {} of {n} webhooks arrived",
+                lat.len()
+            ));
+        }
+        ctx.report
+            .add("e2e", scen, "alertd", "p50 ms", pct(&lat, 0.5));
+        ctx.report
+            .add("e2e", scen, "alertd", "p99 ms", pct(&lat, 0.99));
+        ctx.report
+            .add("e2e", scen, "alertd", "max ms", pct(&lat, 1.0));
+        drop(a);
+        drop(nats);
+        ctx.cleanup(&dir);
         Ok(())
     })
 }

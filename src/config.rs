@@ -245,6 +245,8 @@ struct RawConfig {
     log: LogConfig,
     #[serde(default, rename = "alert")]
     alerts: Vec<RawAlert>,
+    #[serde(default)]
+    source: crate::source::RawSources,
 }
 
 /// Where an alert's notifications go; each has its own formatter in `destination`.
@@ -367,6 +369,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub log: LogConfig,
     pub alerts: Vec<Arc<AlertSpec>>,
+    /// Logs alertd pulls events from (`[[source.nats]]`), beside `POST /v1/events`.
+    pub sources: crate::source::SourcesConfig,
 }
 
 impl Config {
@@ -538,6 +542,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         }
         alerts.push(Arc::new(spec));
     }
+    let sources = crate::source::validate(path, raw.source).map_err(err)?;
     Ok(Config {
         file: path.to_path_buf(),
         server,
@@ -547,6 +552,7 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         delivery: raw.delivery,
         log: raw.log,
         alerts,
+        sources,
     })
 }
 

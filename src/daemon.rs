@@ -89,6 +89,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         config.server.clone(),
         stop_rx.clone(),
     ));
+    let sources = crate::source::spawn(
+        &config,
+        state.inner().journal.clone(),
+        state.inner().queued.clone(),
+    );
     state.inner().ready.store(true, Ordering::Release);
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
@@ -126,6 +131,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     state.inner().accepting.store(false, Ordering::Release);
+    sources.stop(crate::source::STOP_GRACE).await;
     let grace = config.delivery.drain_timeout + SHUTDOWN_GRACE;
     match ractor::call_t!(
         supervisor,

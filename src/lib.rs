@@ -4,6 +4,8 @@
 //!
 //! - [`api`] receives `POST /v1/events` (one file per resource under `src/api/`); [`ingest`]
 //!   validates the batch (all or nothing).
+//! - [`source`] pulls the same events from NATS JetStream (`[[source.nats]]`) and appends them
+//!   through the journal too, acking each message only after its commit.
 //! - [`journal`] (actor) appends accepted batches to the redb `inbox` in group commits and answers
 //!   `202` only after the fsync; it then hands the events, in sequence order, to
 //! - [`router`] (actor), which indexes alerts by (workspace, event type, project) and sends each
@@ -55,6 +57,7 @@ pub mod router;
 pub mod scheduler;
 pub mod server;
 pub mod silence;
+pub mod source;
 pub mod store;
 pub mod supervisor;
 pub mod testhooks;

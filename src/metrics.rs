@@ -31,6 +31,10 @@ struct Metrics {
     reload_ok: Gauge,
     reload_time: Gauge<f64, AtomicU64>,
     build_info: Family<Labels, Gauge>,
+    source_up: Family<Labels, Gauge>,
+    source_pending: Family<Labels, Gauge>,
+    source_messages: Family<Labels, Counter>,
+    source_last_error: Family<Labels, Gauge<f64, AtomicU64>>,
     engine: EngineMetrics,
 }
 
@@ -176,6 +180,30 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
         .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
         .set(1);
     let engine = engine_metrics(&mut registry);
+    let source_up = Family::<Labels, Gauge>::default();
+    registry.register(
+        "source_up",
+        "Whether an ingest source is connected and consuming",
+        source_up.clone(),
+    );
+    let source_pending = Family::<Labels, Gauge>::default();
+    registry.register(
+        "source_pending_messages",
+        "Messages in a source's consumer not yet delivered to alertd",
+        source_pending.clone(),
+    );
+    let source_messages = Family::<Labels, Counter>::default();
+    registry.register(
+        "source_messages",
+        "Source messages by outcome: delivered (pulled), acked (after the commit), invalid (terminated)",
+        source_messages.clone(),
+    );
+    let source_last_error = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    registry.register(
+        "source_last_error_timestamp_seconds",
+        "Time of a source's last error (connection lost, set-up or commit failure)",
+        source_last_error.clone(),
+    );
     Metrics {
         engine,
         registry,
@@ -194,6 +222,10 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
         reload_ok,
         reload_time,
         build_info,
+        source_up,
+        source_pending,
+        source_messages,
+        source_last_error,
     }
 });
 
@@ -318,6 +350,41 @@ pub fn alert_restart(alert: &str) {
 /// Sets the number of failed alerts.
 pub fn set_alerts_failed(n: usize) {
     M.engine.failed.set(n as i64);
+}
+
+fn source_label(source: &str) -> Labels {
+    vec![("source", source.to_string())]
+}
+
+/// Sets whether `source` is consuming.
+pub fn source_up(source: &str, up: bool) {
+    M.source_up
+        .get_or_create(&source_label(source))
+        .set(up as i64);
+}
+
+/// Sets the backlog `source`'s log reports.
+pub fn source_pending(source: &str, n: u64) {
+    M.source_pending
+        .get_or_create(&source_label(source))
+        .set(n.min(i64::MAX as u64) as i64);
+}
+
+/// Counts `n` messages of `source` with `outcome` (delivered, acked, invalid).
+pub fn source_messages(source: &str, outcome: &'static str, n: u64) {
+    M.source_messages
+        .get_or_create(&vec![
+            ("source", source.to_string()),
+            ("outcome", outcome.to_string()),
+        ])
+        .inc_by(n);
+}
+
+/// Records the time (epoch ms) of `source`'s last error.
+pub fn source_error(source: &str, at_ms: i64) {
+    M.source_last_error
+        .get_or_create(&source_label(source))
+        .set(at_ms as f64 / 1000.0);
 }
 
 /// The Prometheus text exposition of every metric.

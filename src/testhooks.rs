@@ -96,3 +96,13 @@ pub async fn hold_tick() {
     }
     tracing::warn!("test hook: tick released");
 }
+
+static HOLD_ACKS: LazyLock<bool> =
+    LazyLock::new(|| std::env::var("TESTHOOK_ALERTD_HOLD_SOURCE_ACKS").is_ok_and(|v| v == "1"));
+
+/// True when `TESTHOOK_ALERTD_HOLD_SOURCE_ACKS=1`: a source commits its messages' events and then
+/// never acks them, so a test can `kill -9` alertd between the commit and the ack and prove
+/// that the redelivered messages are counted once.
+pub fn hold_source_acks() -> bool {
+    *HOLD_ACKS
+}

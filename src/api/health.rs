@@ -9,8 +9,9 @@ use axum::Json;
 use serde_json::json;
 use std::sync::atomic::Ordering;
 
-/// Ready = the store is open, the engine's actors run, the listener is bound and the daemon is
-/// not stopping. A load balancer should send events only to a ready daemon.
+/// Ready = the store is open, the engine's actors run, the listener is bound, the daemon is
+/// not stopping and every ingest source consumes (`sources` lists their states). A load
+/// balancer should send events only to a ready daemon.
 pub(super) async fn readyz(State(s): State<AppState>) -> Response {
     use ractor::ActorStatus;
     let running = |st: ActorStatus| st == ActorStatus::Running;
@@ -20,13 +21,14 @@ pub(super) async fn readyz(State(s): State<AppState>) -> Response {
         ("engine", running(s.inner().supervisor.get_status())),
         ("journal", running(s.inner().journal.get_status())),
     ];
-    let failing: Vec<&str> = checks.iter().filter(|c| !c.1).map(|c| c.0).collect();
+    let mut failing: Vec<String> = checks.iter().filter(|c| !c.1).map(|c| c.0.into()).collect();
+    failing.extend(crate::source::not_ready());
     if failing.is_empty() {
-        Json(json!({"status": "ready"})).into_response()
+        Json(crate::source::with_report(json!({"status": "ready"}))).into_response()
     } else {
         let mut r = (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready", "error": format!("not ready: {}", failing.join(", ")), "failing": failing})),
+            Json(crate::source::with_report(json!({"status": "not ready", "error": format!("not ready: {}", failing.join(", ")), "failing": failing}))),
         )
             .into_response();
         r.headers_mut()
