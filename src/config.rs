@@ -86,12 +86,19 @@ impl Default for LogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub path: PathBuf,
+    /// Compact the data file at start-up when at least half of it is free space.
+    pub compact_at_start: bool,
+    /// Compact it (same rule) once no event has been written for this long; `0s` = never.
+    #[serde(with = "humantime_serde")]
+    pub compact_when_idle: Duration,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             path: PathBuf::from("data/alertd.redb"),
+            compact_at_start: true,
+            compact_when_idle: Duration::from_secs(60),
         }
     }
 }
@@ -127,6 +134,9 @@ pub struct IngestConfig {
     pub max_batch_events: usize,
     /// Events waiting for the journal before ingest answers 503.
     pub max_queued_events: usize,
+    /// At most this many client ids are remembered (≈ 40 bytes of disk each); past it the
+    /// oldest are forgotten before their window ends (counted, warned once).
+    pub max_remembered_ids: u64,
 }
 
 impl Default for IngestConfig {
@@ -135,6 +145,7 @@ impl Default for IngestConfig {
             dedup_window: Duration::from_secs(600),
             max_batch_events: 10_000,
             max_queued_events: 200_000,
+            max_remembered_ids: 10_000_000,
         }
     }
 }

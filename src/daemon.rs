@@ -49,6 +49,12 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await?
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     tracing::info!(path = %store.path().display(), alerts = config.alerts.len(), "store open");
+    if config.storage.compact_at_start {
+        let s = store.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || s.compact_if_worthwhile()).await? {
+            tracing::warn!(error = %e, "compaction at start-up failed; continuing with the file as it is");
+        }
+    }
     let config = Arc::new(config);
     let (config_tx, live) = tokio::sync::watch::channel(config.clone());
     let queued = Arc::new(AtomicUsize::new(0));

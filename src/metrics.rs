@@ -45,6 +45,10 @@ struct EngineMetrics {
     restarts: Family<Labels, Counter>,
     failed: Gauge,
     missed: Counter,
+    ids: Gauge,
+    ids_early: Counter,
+    file_bytes: Gauge,
+    live_bytes: Gauge,
 }
 
 fn engine_metrics(registry: &mut Registry) -> EngineMetrics {
@@ -78,12 +82,40 @@ fn engine_metrics(registry: &mut Registry) -> EngineMetrics {
         "Tick periods skipped because a tick overran its period",
         missed.clone(),
     );
+    let ids = Gauge::default();
+    registry.register(
+        "ingest_ids_remembered",
+        "Client event ids remembered for de-duplication",
+        ids.clone(),
+    );
+    let ids_early = Counter::default();
+    registry.register(
+        "ingest_ids_forgotten_early",
+        "Client ids forgotten before their window ended (ingest.max_remembered_ids)",
+        ids_early.clone(),
+    );
+    let file_bytes = Gauge::default();
+    registry.register(
+        "store_file_bytes",
+        "Size of the data file",
+        file_bytes.clone(),
+    );
+    let live_bytes = Gauge::default();
+    registry.register(
+        "store_live_bytes",
+        "Bytes of the data file's live pages (the rest is free space compaction returns)",
+        live_bytes.clone(),
+    );
     EngineMetrics {
         tick,
         actors,
         restarts,
         failed,
         missed,
+        ids,
+        ids_early,
+        file_bytes,
+        live_bytes,
     }
 }
 
@@ -332,6 +364,27 @@ pub fn forget_alert(alert: &str) {
     let by_alert = vec![("alert", alert.to_string())];
     M.suppressed.remove(&by_alert);
     M.engine.restarts.remove(&by_alert);
+}
+
+/// Counts client ids forgotten before their window ended because `ingest.max_remembered_ids`
+/// was reached; warns the first time.
+pub fn ids_forgotten_early(n: u64) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(ids = n, "ingest.max_remembered_ids reached: the oldest client ids are forgotten before ingest.dedup_window ends (a repeat of one would be counted again); raise the limit or shorten the window");
+    }
+    M.engine.ids_early.inc_by(n);
+}
+
+/// Sets how many client ids are remembered for de-duplication.
+pub fn set_ids_remembered(n: u64) {
+    M.engine.ids.set(n.min(i64::MAX as u64) as i64);
+}
+
+/// Sets the data file's size and live bytes.
+pub fn set_store_space(file: u64, live: u64) {
+    M.engine.file_bytes.set(file.min(i64::MAX as u64) as i64);
+    M.engine.live_bytes.set(live.min(i64::MAX as u64) as i64);
 }
 
 /// Counts ticks that started late because the previous one overran its period.

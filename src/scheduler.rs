@@ -125,6 +125,8 @@ pub struct SchedulerState {
     firing: HashMap<String, usize>,
     pruning: bool,
     stopping: bool,
+    started_ms: i64,
+    last_housekeeping_ms: i64,
 }
 
 /// The scheduler actor.
@@ -348,12 +350,23 @@ impl SchedulerState {
         self.pruning = true;
         let store = self.store.clone();
         let expire_before = now - config.ingest.dedup_window.as_millis() as i64;
+        let max_ids = config.ingest.max_remembered_ids;
         let me = myself.clone();
+        // Housekeeping after pruning, at most once a minute: space gauges, and compaction once
+        // the store has been quiet for `storage.compact_when_idle`.
+        let idle = config.storage.compact_when_idle;
+        let housekeeping = now - self.last_housekeeping_ms >= 60_000;
+        let compact = housekeeping
+            && !idle.is_zero()
+            && now - self.store.last_append_ms().max(self.started_ms) >= idle.as_millis() as i64;
+        if housekeeping {
+            self.last_housekeeping_ms = now;
+        }
         tokio::spawn(async move {
             loop {
                 let s = store.clone();
                 let step = tokio::task::spawn_blocking(move || {
-                    s.prune_step(through, expire_before, PRUNE_STEP_ROWS)
+                    s.prune_step(through, expire_before, max_ids, PRUNE_STEP_ROWS)
                 })
                 .await;
                 match step {
@@ -370,6 +383,20 @@ impl SchedulerState {
                 }
             }
             refresh_gauges(&store).await;
+            if housekeeping {
+                let s = store.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let r = if compact {
+                        s.compact_if_worthwhile().map(|_| ())
+                    } else {
+                        s.space().map(|_| ())
+                    };
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "store housekeeping failed");
+                    }
+                })
+                .await;
+            }
             let _ = me.cast(SchedulerMsg::Pruned);
         });
     }
@@ -438,6 +465,8 @@ impl Actor for Scheduler {
             firing: HashMap::new(),
             pruning: false,
             stopping: false,
+            started_ms: now_ms(),
+            last_housekeeping_ms: 0,
         })
     }
 

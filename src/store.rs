@@ -28,7 +28,7 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// checkpoints that carry silence marks after their trigger states (the alert module reads both
 /// checkpoint layouts, so upgrading rewrites nothing; the number keeps an older alertd, which
 /// would not understand new checkpoints, from opening the file).
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
@@ -36,10 +36,56 @@ const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_st
 const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
 const DEAD_LETTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("dead_letters");
 const DELIVERY_LOG: TableDefinition<u128, &[u8]> = TableDefinition::new("delivery_log");
-/// Client event id (workspace-qualified) → time it was first accepted, for idempotent ingest.
-const INGEST_IDS: TableDefinition<&str, i64> = TableDefinition::new("ingest_ids");
-/// The same ids ordered by acceptance time, so expiry is a range delete.
-const INGEST_ID_TIMES: TableDefinition<(i64, &str), ()> = TableDefinition::new("ingest_id_times");
+/// Schema ≤ 2: client event id (workspace-qualified) → time first accepted; migrated to buckets.
+const OLD_INGEST_IDS: TableDefinition<&str, i64> = TableDefinition::new("ingest_ids");
+/// Schema ≤ 2: the same ids ordered by acceptance time.
+const OLD_INGEST_ID_TIMES: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("ingest_id_times");
+/// Client ids remembered for de-duplication live in one table per time bucket, named
+/// `ingest_ids.<bucket width ms>.<bucket index>`: 128-bit hash of workspace + id → acceptance
+/// time (ms). About 40 bytes per id on disk, one row; expiry drops whole tables (no per-id
+/// deletes), so it costs next to nothing however many ids expire at once.
+const ID_BUCKET_PREFIX: &str = "ingest_ids.";
+
+fn id_bucket_name(width_ms: i64, index: i64) -> String {
+    format!("{ID_BUCKET_PREFIX}{width_ms}.{index}")
+}
+
+/// A bucket table's width and index, from its name.
+fn id_bucket_of(name: &str) -> Option<(i64, i64)> {
+    let (w, i) = name.strip_prefix(ID_BUCKET_PREFIX)?.split_once('.')?;
+    Some((w.parse().ok()?, i.parse().ok()?))
+}
+
+/// The bucket width for a de-duplication window: half of it (at least 1 s), so at most three
+/// buckets are live and a lookup reads three small tables.
+fn id_bucket_width(window_ms: i64) -> i64 {
+    (window_ms / 2).max(1_000)
+}
+
+/// The 128-bit key of a client id: a SHA-256 prefix of workspace and id.
+fn id_hash(workspace: &str, id: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(workspace.as_bytes());
+    h.update([0u8]);
+    h.update(id.as_bytes());
+    let d = h.finalize();
+    u128::from_be_bytes(d[..16].try_into().expect("a SHA-256 digest has 32 bytes"))
+}
+
+/// Bucket tables of client ids in a transaction: (name, width, index), oldest first.
+fn id_buckets(txn: &redb::WriteTransaction) -> Result<Vec<(String, i64, i64)>, StoreError> {
+    let mut out: Vec<(String, i64, i64)> = txn
+        .list_tables()?
+        .filter_map(|t| {
+            let name = redb::TableHandle::name(&t).to_string();
+            id_bucket_of(&name).map(|(w, i)| (name, w, i))
+        })
+        .collect();
+    out.sort_by_key(|(_, w, i)| (w * i, *w));
+    Ok(out)
+}
 /// Silence id (UUIDv7 as `u128`) → [`Silence`]; expired ones are deleted a day after their end.
 const SILENCES: TableDefinition<u128, &[u8]> = TableDefinition::new("silences");
 /// Notification id → [`SuppressedDelivery`]: what silences kept from being sent, newest N.
@@ -111,6 +157,13 @@ pub struct TickCommit {
     pub suppressed_log_size: usize,
 }
 
+/// The data file's size and how much of it is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub file_bytes: u64,
+    pub live_bytes: u64,
+}
+
 /// Raw checkpoints (in the order asked) and the point every alert has applied the inbox through.
 pub type Seeds = (Vec<Option<Vec<u8>>>, u64);
 
@@ -137,6 +190,8 @@ struct Inner {
     db: RwLock<Option<Arc<Database>>>,
     path: PathBuf,
     failed: AtomicBool,
+    /// When events were last appended (epoch ms): compaction waits for a quiet store.
+    last_append_ms: std::sync::atomic::AtomicI64,
     /// The `silences` table as of the last commit that changed it: every tick matches against
     /// it, so it is read from memory, not from the file.
     silences: RwLock<Arc<SilenceSet>>,
@@ -168,6 +223,7 @@ impl Store {
                 db: RwLock::new(Some(Arc::new(db))),
                 path: path.to_path_buf(),
                 failed: AtomicBool::new(false),
+                last_append_ms: std::sync::atomic::AtomicI64::new(0),
                 silences: RwLock::new(Arc::new(silences)),
                 silence_writes: Mutex::new(()),
             }),
@@ -276,8 +332,6 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             txn.open_table(OUTBOX)?;
             txn.open_table(DEAD_LETTERS)?;
             txn.open_table(DELIVERY_LOG)?;
-            txn.open_table(INGEST_IDS)?;
-            txn.open_table(INGEST_ID_TIMES)?;
             txn.open_table(SILENCES)?;
             txn.open_table(SUPPRESSED_LOG)?;
         }
@@ -288,11 +342,31 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
 
 /// Brings a data file of schema `from` up to [`SCHEMA_VERSION`] inside the opening
 /// transaction (new tables are created by the caller).
-fn migrate(_txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
+fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
     // 1 → 2: nothing to rewrite. The new tables start empty and alert checkpoints of the first
     // release are read as they are (`AlertState::decode_checkpoint`) and rewritten in the new
     // layout at their alert's next change.
     debug_assert!(from < SCHEMA_VERSION);
+    if from < 3 {
+        // 2 → 3: remembered client ids move from two string-keyed tables into hashed,
+        // time-bucketed ones (one-minute buckets; they expire by the running window).
+        let old: Vec<(i64, String)> = {
+            let times = txn.open_table(OLD_INGEST_ID_TIMES)?;
+            let rows = times
+                .iter()?
+                .map(|r| r.map(|(k, _)| (k.value().0, k.value().1.to_string())))
+                .collect::<Result<_, _>>()?;
+            rows
+        };
+        for (at, key) in &old {
+            let (ws, id) = key.split_once('\u{0}').unwrap_or(("default", key.as_str()));
+            let name = id_bucket_name(60_000, at.div_euclid(60_000));
+            let def: TableDefinition<u128, i64> = TableDefinition::new(&name);
+            txn.open_table(def)?.insert(id_hash(ws, id), *at)?;
+        }
+        txn.delete_table(OLD_INGEST_IDS)?;
+        txn.delete_table(OLD_INGEST_ID_TIMES)?;
+    }
     Ok(())
 }
 
@@ -333,24 +407,48 @@ impl Store {
             {
                 let mut meta = txn.open_table(META)?;
                 let mut inbox = txn.open_table(INBOX)?;
-                let mut ids = txn.open_table(INGEST_IDS)?;
-                let mut id_times = txn.open_table(INGEST_ID_TIMES)?;
                 let mut seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
+                // Client ids: the current bucket takes new ids; older live buckets are looked up.
+                let any_ids = requests.iter().flatten().any(|n| n.client_id.is_some());
+                let width = id_bucket_width(dedup_window_ms);
+                let current_name = id_bucket_name(width, now_ms.div_euclid(width));
+                let older_names: Vec<String> = if any_ids {
+                    id_buckets(&txn)?
+                        .into_iter()
+                        .filter(|(n, w, i)| {
+                            (i + 1) * w > now_ms - dedup_window_ms && *n != current_name
+                        })
+                        .map(|(n, _, _)| n)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                let mut current = if any_ids {
+                    Some(txn.open_table(TableDefinition::<u128, i64>::new(&current_name))?)
+                } else {
+                    None
+                };
+                let older = older_names
+                    .iter()
+                    .map(|n| txn.open_table(TableDefinition::<u128, i64>::new(n)))
+                    .collect::<Result<Vec<_>, _>>()?;
                 for request in requests {
                     let mut outcome = AppendOutcome::default();
                     for new in request {
-                        if let Some(cid) = &new.client_id {
-                            let key = format!("{}\u{0}{}", new.event.workspace, cid);
-                            let seen = ids.get(key.as_str())?.map(|v| v.value());
-                            if let Some(at) = seen {
-                                if now_ms - at < dedup_window_ms {
-                                    outcome.duplicates += 1;
-                                    continue;
+                        if let (Some(cid), Some(current)) = (&new.client_id, current.as_mut()) {
+                            let key = id_hash(&new.event.workspace, cid);
+                            let mut seen = current.get(key)?.map(|v| v.value());
+                            for t in &older {
+                                if seen.is_some() {
+                                    break;
                                 }
-                                id_times.remove((at, key.as_str()))?;
+                                seen = t.get(key)?.map(|v| v.value());
                             }
-                            ids.insert(key.as_str(), now_ms)?;
-                            id_times.insert((now_ms, key.as_str()), ())?;
+                            if seen.is_some_and(|at| now_ms - at < dedup_window_ms) {
+                                outcome.duplicates += 1;
+                                continue;
+                            }
+                            current.insert(key, now_ms)?;
                         }
                         seq += 1;
                         inbox.insert(seq, codec::encode(&new.event).as_slice())?;
@@ -361,8 +459,87 @@ impl Store {
                 meta.insert(META_LAST_SEQ, seq)?;
             }
             txn.commit()?;
+            self.inner.last_append_ms.store(now_ms, Ordering::Release);
             Ok(outcomes)
         })
+    }
+
+    /// When events were last appended (epoch ms; 0 = not since start).
+    pub fn last_append_ms(&self) -> i64 {
+        self.inner.last_append_ms.load(Ordering::Acquire)
+    }
+
+    /// How much of the file holds data: the file's size and the bytes of its live pages.
+    pub fn space(&self) -> Result<Space, StoreError> {
+        let file_bytes = std::fs::metadata(&self.inner.path)
+            .map(|m| m.len())
+            .map_err(|e| StoreError::Db(e.to_string()))?;
+        let live_bytes = self.with(|db| {
+            let txn = db.begin_write()?;
+            let st = txn.stats()?;
+            let live =
+                (st.leaf_pages() + st.branch_pages()) * st.page_size() as u64 + st.metadata_bytes();
+            txn.abort()?;
+            Ok(live)
+        })?;
+        crate::metrics::set_store_space(file_bytes, live_bytes);
+        Ok(Space {
+            file_bytes,
+            live_bytes,
+        })
+    }
+
+    /// Compacts the file when at least half of it (and at least 4 MiB) is free space, giving
+    /// the space back to the file system. Needs the database to itself: new operations wait
+    /// while it runs (so it is run at start-up or when the store is idle), and it gives up if
+    /// operations in flight do not finish within a second. Returns the space before and after.
+    pub fn compact_if_worthwhile(&self) -> Result<Option<(Space, Space)>, StoreError> {
+        let before = self.space()?;
+        if before.file_bytes < 2 * before.live_bytes
+            || before.file_bytes - before.live_bytes < 4 * 1024 * 1024
+        {
+            return Ok(None);
+        }
+        {
+            let mut slot = self.inner.db.write().expect("store lock is never poisoned");
+            let Some(mut shared) = slot.take() else {
+                return Ok(None);
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            let db = loop {
+                match Arc::try_unwrap(shared) {
+                    Ok(db) => break Some(db),
+                    Err(back) if std::time::Instant::now() < deadline => {
+                        shared = back;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(back) => {
+                        *slot = Some(back);
+                        break None;
+                    }
+                }
+            };
+            let Some(mut db) = db else {
+                return Ok(None);
+            };
+            let result = (|| {
+                while db
+                    .compact()
+                    .map_err(|e| StoreError::Db(format!("compaction: {e}")))?
+                {}
+                Ok::<(), StoreError>(())
+            })();
+            *slot = Some(Arc::new(db));
+            result?;
+        }
+        let after = self.space()?;
+        tracing::info!(
+            before_bytes = before.file_bytes,
+            after_bytes = after.file_bytes,
+            live_bytes = after.live_bytes,
+            "data file compacted"
+        );
+        Ok(Some((before, after)))
     }
 
     /// The highest sequence number ever assigned.
@@ -459,8 +636,9 @@ impl Store {
     }
 
     /// One bounded step of housekeeping: records that every alert has applied the inbox through
-    /// `through`, deletes at most `max_rows` inbox rows at or below it, and forgets at most
-    /// `max_rows` client ids accepted before `expire_ids_before_ms`. Returns true when nothing is
+    /// `through`, deletes at most `max_rows` inbox rows at or below it, and drops one bucket of
+    /// client ids that ended before `expire_ids_before_ms` (or the oldest one while more than
+    /// `max_ids` are remembered). Returns true when nothing is
     /// left to do. The step is not fsynced on its own: if it is lost in a crash, the rows are
     /// replayed and skipped (alerts ignore sequences they applied) and deleted again; the next
     /// journal commit makes it durable. Small steps keep the journal's wait for the single redb
@@ -469,6 +647,7 @@ impl Store {
         &self,
         through: u64,
         expire_ids_before_ms: i64,
+        max_ids: u64,
         max_rows: usize,
     ) -> Result<bool, StoreError> {
         self.with(|db| {
@@ -495,18 +674,32 @@ impl Store {
                         k == through || inbox.range(..=through)?.next().is_none()
                     }
                 };
-                let mut id_times = txn.open_table(INGEST_ID_TIMES)?;
-                let mut ids = txn.open_table(INGEST_IDS)?;
-                let expired: Vec<(i64, String)> = id_times
-                    .range((i64::MIN, "")..(expire_ids_before_ms, ""))?
-                    .take(max_rows)
-                    .map(|r| r.map(|(k, _)| (k.value().0, k.value().1.to_string())))
-                    .collect::<Result<_, _>>()?;
-                let ids_done = expired.len() < max_rows;
-                for (at, key) in expired {
-                    id_times.remove((at, key.as_str()))?;
-                    ids.remove(key.as_str())?;
+                // Whole buckets of client ids expire; over the cap, the oldest go early.
+                let mut buckets = id_buckets(&txn)?;
+                let mut remembered = 0u64;
+                for (n, _, _) in &buckets {
+                    remembered += txn
+                        .open_table(TableDefinition::<u128, i64>::new(n))?
+                        .len()?;
                 }
+                let mut ids_done = true;
+                if let Some((name, w, i)) = buckets.first().cloned() {
+                    let expired = (i + 1) * w <= expire_ids_before_ms;
+                    if expired || remembered > max_ids {
+                        let n = txn
+                            .open_table(TableDefinition::<u128, i64>::new(&name))?
+                            .len()?;
+                        // One bucket per step: deleting a table frees its pages, which takes time.
+                        txn.delete_table(TableDefinition::<u128, i64>::new(&name))?;
+                        remembered -= n;
+                        if !expired {
+                            crate::metrics::ids_forgotten_early(n);
+                        }
+                        buckets.remove(0);
+                        ids_done = false;
+                    }
+                }
+                crate::metrics::set_ids_remembered(remembered);
                 done = rows_done && ids_done;
             }
             txn.commit()?;

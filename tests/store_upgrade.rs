@@ -76,6 +76,21 @@ fn a_schema_1_file_keeps_its_events_state_and_history_and_takes_silences() {
             .unwrap()
             .unwrap();
         assert_eq!(store.silences().all(), &[s]);
+        // The remembered client id "c1" (accepted at T0) still de-duplicates after the move
+        // to hashed, bucketed id tables (schema 3); a new id does not.
+        let ev = |cid: &str| {
+            let mut e = store.read_inbox(0, 1).unwrap()[0].1.clone();
+            e.id = uuid::Uuid::now_v7().to_string();
+            alertd::store::NewEvent {
+                client_id: Some(cid.to_string()),
+                event: e,
+            }
+        };
+        let out = store
+            .append(vec![vec![ev("c1"), ev("c2")]], T0 + 5_000, 600_000)
+            .unwrap();
+        assert_eq!(out[0].duplicates, 1, "c1 is remembered across the upgrade");
+        assert_eq!(out[0].stored.len(), 1);
     }
     assert_eq!(schema_of(&path), alertd::store::SCHEMA_VERSION);
     let store = Store::open(&path).unwrap();
