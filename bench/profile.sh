@@ -2,11 +2,12 @@
 # Profiles alertd under the benchmark's loads with `perf` (apt-get install linux-perf) and prints
 # the hottest symbols (self and children). Run after bench/run.sh built the binaries.
 #
-#   bench/profile.sh [batch|single|fanout ...]     (default: all three; ~30 s each)
+#   bench/profile.sh [batch|single|fanout|ids ...]     (default: batch single fanout; ~30 s each)
 #
 # batch   – 10 alerts, NDJSON batches of 1,000 trace events, 4 clients
 # single  – 10 alerts, one event per request, 64 clients
 # fanout  – 10,000 alerts over 100 projects, batched ingest (the router/alert fan-out)
+# ids     – 10 alerts, batched ingest with a unique client id on every event (issue 21)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-$(pwd)/target}
@@ -53,6 +54,7 @@ for s in "$@"; do
         batch) profile batch 10 batch ;;
         single) profile single 10 single ;;
         fanout) profile fanout 10000 batch ;;
+        ids) profile ids 10 batch-ids ;;
         *) echo "unknown profile $s"; exit 2 ;;
     esac
 done

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Benchmarks alertd side by side with Prometheus Alertmanager and the machine's limits (issue 8).
+# Benchmarks alertd side by side with Prometheus Alertmanager and the machine's limits (issue 8),
+# with the numbers issues 12, 17 and 21 ask for.
 #
-#   bench/run.sh            full run: every scenario 5 times (≈ 15 min on 2 cores)
-#   bench/run.sh --quick    one short run of each scenario (≈ 2 min)
-#   extra arguments are passed to `bench all` (e.g. --only ingest,e2e --runs 3)
+#   bench/run.sh            full run: every scenario 5 times (≈ 35 min on 2 cores)
+#   bench/run.sh --quick    one short run of each scenario (≈ 3 min)
+#   extra arguments are passed to `bench all` (e.g. --only ingest,e2e --runs 3, --idle-secs 30)
+#
+# Scenario groups for --only: ceiling, ingest, shipped, e2e, delivery, recovery, scale, ticks,
+# fanout, noproject, storage, perevent, and am (the Alertmanager peer's ingest and end-to-end).
 #
 # Builds alertd and examples/bench.rs in release mode (honours CARGO_TARGET_DIR, default
 # target/), installs Alertmanager from Debian if it is missing and we may (root + apt-get), then
@@ -16,10 +20,10 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 WORK=$(mktemp -d /tmp/alertd-bench.XXXXXX)
-LIMIT=${BENCH_TIME_LIMIT:-1500}   # seconds for the whole measurement phase
+LIMIT=${BENCH_TIME_LIMIT:-3000}   # seconds for the whole measurement phase
 QUICK=0
 for a in "$@"; do [ "$a" = "--quick" ] && QUICK=1; done
-[ "$QUICK" = 1 ] && LIMIT=${BENCH_TIME_LIMIT:-400}
+[ "$QUICK" = 1 ] && LIMIT=${BENCH_TIME_LIMIT:-600}
 
 BENCH_PID=""
 cleanup() {
