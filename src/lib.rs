@@ -3,6 +3,7 @@
 //! How an event becomes a webhook, one component a line:
 //!
 //! - [`api`] receives `POST /v1/events`; [`ingest`] validates the batch (all or nothing).
+//!   [`otlp`] receives OpenTelemetry traces (`POST /v1/traces`) and maps root spans to traces.
 //! - [`journal`] (actor) appends accepted batches to the redb `inbox` in group commits and answers
 //!   `202` only after the fsync; it then hands the events, in sequence order, to
 //! - [`router`] (actor), which indexes alerts by (workspace, event type) and forwards each event to
@@ -38,6 +39,7 @@ pub mod journal;
 pub mod memory;
 pub mod metrics;
 pub mod notification;
+pub mod otlp;
 pub mod router;
 pub mod scheduler;
 pub mod server;
