@@ -144,7 +144,6 @@ pub struct RpcStatus {
 pub mod code {
     pub const INVALID_ARGUMENT: i32 = 3;
     pub const RESOURCE_EXHAUSTED: i32 = 8;
-    pub const UNAUTHENTICATED: i32 = 16;
     pub const UNAVAILABLE: i32 = 14;
 }
 
