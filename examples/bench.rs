@@ -8,6 +8,7 @@
 //! ```text
 //! bench all --alertd target/release/alertd [--alertmanager PATH] [--runs 5] [--quick]
 //! bench load --url http://127.0.0.1:7878/v1/events --mode batch|batch-ids|single|am-batch|am-single
+//! bench load --url http://127.0.0.1:7878/v1/traces --mode otlp  (dedup_window = "1ms", see otlp_bodies)
 //! bench gen-config --alerts 10000 --port 7878 --data /tmp/x   (prints an alertd config)
 //! bench serve-empty --listen 127.0.0.1:9999                     (the HTTP ceiling server)
 //! bench redb-ceiling --dir /tmp                                 (the group-commit ceiling)
@@ -65,7 +66,7 @@ enum Cmd {
     Load {
         #[arg(long)]
         url: String,
-        /// batch | batch-ids (a unique client id per event) | single | am-batch | am-single
+        /// batch | batch-ids (a unique client id per event) | single | otlp | am-batch | am-single
         #[arg(long, default_value = "batch")]
         mode: String,
         #[arg(long, default_value_t = 10.0)]
@@ -579,6 +580,91 @@ fn am_alert(n: usize, out: &mut String) {
     );
 }
 
+/// `count` OTLP protobuf export requests of `BATCH` spans: 100 traces of 10 spans (a root and
+/// nine LLM calls with token counts and `gen_ai.usage.cost`), 10 resources (projects) of 10
+/// traces; every 20th root is an ERROR. Trace ids repeat every `count` requests, so the `otlp`
+/// scenario runs with `ingest.dedup_window = "1ms"`: each repeat is stored like a new trace.
+fn otlp_bodies(count: usize) -> Vec<Bytes> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{any_value::Value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message;
+    let kv = |k: &str, v: Value| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..KeyValue::default()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos() as u64;
+    (0..count)
+        .map(|b| {
+            let mut resource_spans = Vec::new();
+            for r in 0..10usize {
+                let mut spans = Vec::with_capacity(100);
+                for t in 0..10usize {
+                    let n = (b * 100 + r * 10 + t) as u64;
+                    let mut trace_id = [0u8; 16];
+                    trace_id[..8].copy_from_slice(&0x0be7_c400_0000_0000u64.to_be_bytes());
+                    trace_id[8..].copy_from_slice(&(n + 1).to_be_bytes());
+                    for s in 0..10u64 {
+                        let root = s == 0;
+                        spans.push(Span {
+                            trace_id: trace_id.to_vec(),
+                            span_id: ((n << 8) + s + 1).to_be_bytes().to_vec(),
+                            parent_span_id: if root {
+                                vec![]
+                            } else {
+                                ((n << 8) + 1).to_be_bytes().to_vec()
+                            },
+                            name: if root { "chat_workflow" } else { "openai.chat" }.into(),
+                            kind: if root { 1 } else { 3 },
+                            start_time_unix_nano: now - 2_000_000_000,
+                            end_time_unix_nano: now - 1_000_000_000 + s * 1000,
+                            attributes: if root {
+                                vec![kv("llm.request.type", Value::StringValue("chat".into()))]
+                            } else {
+                                vec![
+                                    kv("gen_ai.system", Value::StringValue("openai".into())),
+                                    kv("gen_ai.request.model", Value::StringValue("gpt-4o".into())),
+                                    kv("gen_ai.usage.input_tokens", Value::IntValue(1200)),
+                                    kv("gen_ai.usage.output_tokens", Value::IntValue(300)),
+                                    kv("gen_ai.usage.cost", Value::DoubleValue(0.0042)),
+                                ]
+                            },
+                            status: (root && n % 20 == 0).then(|| Status {
+                                code: status::StatusCode::Error as i32,
+                                message: "rate limited".into(),
+                            }),
+                            ..Span::default()
+                        });
+                    }
+                }
+                resource_spans.push(ResourceSpans {
+                    resource: Some(Resource {
+                        attributes: vec![
+                            kv("service.name", Value::StringValue("chatbot".into())),
+                            kv(
+                                "opik.project_name",
+                                Value::StringValue(format!("proj-{}", (b * 10 + r) % PROJECTS)),
+                            ),
+                        ],
+                        ..Resource::default()
+                    }),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..ScopeSpans::default()
+                    }],
+                    ..ResourceSpans::default()
+                });
+            }
+            Bytes::from(ExportTraceServiceRequest { resource_spans }.encode_to_vec())
+        })
+        .collect()
+}
+
 /// `count` JSON-array bodies of `per` Alertmanager alerts (distinct label sets).
 fn am_bodies(count: usize, per: usize) -> Vec<Bytes> {
     (0..count)
@@ -616,6 +702,7 @@ fn load_spec(
             202,
         ),
         "single" => ("application/x-ndjson", trace_bodies(4096, 1), 64, 1, 202),
+        "otlp" => ("application/x-protobuf", otlp_bodies(64), 4, BATCH, 200),
         "am-batch" => ("application/json", am_bodies(100, BATCH), 4, BATCH, 200),
         "am-single" => ("application/json", am_bodies(4096, 1), 64, 1, 200),
         _ => return Err(format!("unknown mode {mode}").into()),
@@ -1508,22 +1595,30 @@ fn alertd_ingest(ctx: &mut Ctx) -> Fut<'_> {
                 "1 batched ingest (1,000 events/request, 4 clients)",
             ),
             ("single", "2 single-event ingest (64 clients)"),
+            (
+                "otlp",
+                "3 OTLP/HTTP protobuf ingest (1,000 spans/request, 4 clients)",
+            ),
         ] {
             let dir = ctx.fresh_dir(mode);
             let port = free_port();
-            let cfg = alertd_config(
-                port,
-                &dir,
-                "5s",
-                &Delivery::default(),
-                &scale_alerts(10, &ctx.sink.url("/scale")),
-            );
+            let mut alerts = scale_alerts(10, &ctx.sink.url("/scale"));
+            if mode == "otlp" {
+                // Bodies repeat their trace ids (see `otlp_bodies`): store every repeat.
+                alerts.insert_str(0, "[ingest]\ndedup_window = \"1ms\"\n");
+            }
+            let cfg = alertd_config(port, &dir, "5s", &Delivery::default(), &alerts);
             let a = Alertd::start(&ctx.a.alertd, &dir, &cfg, port).await?;
+            let path = if mode == "otlp" {
+                "/v1/traces"
+            } else {
+                "/v1/events"
+            };
             let spec = load_spec(
                 mode,
-                Target::parse(&a.url("/v1/events"))?,
+                Target::parse(&a.url(path))?,
                 None,
-                secs(ctx, mode == "batch"),
+                secs(ctx, mode != "single"),
             )?;
             let cpu0 = cpu_secs(a.proc.pid());
             let r = run_load(&spec).await;
@@ -1531,7 +1626,7 @@ fn alertd_ingest(ctx: &mut Ctx) -> Fut<'_> {
             let (rss, hwm) = rss_kib(a.proc.pid());
             if !r.statuses.is_empty() || r.errors > 0 {
                 ctx.report.note(format!(
-                    "alertd {mode} run: non-202 answers {:?}, connection errors {}",
+                    "alertd {mode} run: non-2xx answers {:?}, connection errors {}",
                     r.statuses, r.errors
                 ));
             }
@@ -1539,6 +1634,9 @@ fn alertd_ingest(ctx: &mut Ctx) -> Fut<'_> {
             if mode == "batch" {
                 ctx.report
                     .add("ingest", scen, "alertd", "events/s", r.rps() * BATCH as f64);
+            } else if mode == "otlp" {
+                ctx.report
+                    .add("ingest", scen, "alertd", "spans/s", r.rps() * BATCH as f64);
             } else {
                 ctx.report
                     .add("ingest", scen, "alertd", "requests/s", r.rps());

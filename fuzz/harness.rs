@@ -197,3 +197,85 @@ pub fn checkpoint_decode(data: &[u8]) {
     AlertState::decode_checkpoint("fuzz", &codec::encode(&state.checkpoint()))
         .expect("a fresh checkpoint decodes");
 }
+
+/// `POST /v1/traces`: the first byte picks the encoding (bit 0: JSON, else protobuf) and the
+/// compression (bit 1: gzip), the rest is the body, read with a 64 KiB `max_body`. A body that
+/// decodes maps every root span to exactly one trace or one rejection; traces carry 32-hex-digit
+/// ids (also their client ids), finite non-negative durations and costs, and no time beyond the
+/// allowed skew; the answer encodes and decodes back.
+pub fn otlp_decode(data: &[u8]) {
+    use alertd::otlp::decode::{decode_body, encode_response, BodyError, Compression, Encoding};
+    use alertd::otlp::map::{map_request, Context};
+    const MAX: usize = 64 * 1024;
+    let Some((&mode, body)) = data.split_first() else {
+        return;
+    };
+    let enc = if mode & 1 == 1 {
+        Encoding::Json
+    } else {
+        Encoding::Protobuf
+    };
+    let compression = if mode & 2 == 2 {
+        Compression::Gzip
+    } else {
+        Compression::Identity
+    };
+    let req = match decode_body(body, enc, compression, MAX) {
+        Ok(r) => r,
+        Err(BodyError::TooLarge(_)) => {
+            assert_eq!(compression, Compression::Gzip, "only inflating can exceed");
+            return;
+        }
+        Err(BodyError::Invalid(m)) => {
+            assert!(!m.is_empty());
+            return;
+        }
+    };
+    let all: Vec<_> = req
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .flat_map(|s| &s.spans)
+        .collect();
+    let roots = all.iter().filter(|s| s.parent_span_id.is_empty()).count();
+    let ctx = Context {
+        project_header: Some("p"),
+        workspace_header: None,
+        now_ms: NOW_MS,
+    };
+    let m = map_request(&req, &ctx);
+    assert_eq!(m.spans as usize, all.len());
+    assert_eq!(m.traces.len() + m.rejected.len(), roots);
+    assert_eq!(m.error_message().is_empty(), m.rejected.is_empty());
+    for t in &m.traces {
+        assert_eq!(t.trace_id.len(), 32);
+        assert!(t.trace_id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert!(t.duration_s.is_finite() && t.duration_s >= 0.0);
+        assert!(t.cost.is_none_or(|c| c.is_finite() && c >= 0.0));
+        assert!(t.timestamp_ms <= NOW_MS + MAX_FUTURE_MS);
+        assert_eq!(t.workspace, "default");
+    }
+    let ids: Vec<String> = m.traces.iter().map(|t| t.trace_id.clone()).collect();
+    let rejected = m.rejected.len() as i64;
+    let message = m.error_message();
+    for (e, id) in m.into_events(NOW_MS).iter().zip(&ids) {
+        assert_eq!(e.client_id.as_ref(), Some(id));
+        assert!(!e.event.feeds().is_empty(), "a trace always feeds latency");
+    }
+    let answer = encode_response(rejected, &message, enc);
+    match enc {
+        Encoding::Protobuf => {
+            use prost::Message;
+            let r = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse::decode(answer.as_slice())
+                .expect("the answer decodes");
+            assert_eq!(r.partial_success.map_or(0, |p| p.rejected_spans), rejected);
+        }
+        Encoding::Json => {
+            let v: serde_json::Value = serde_json::from_slice(&answer).expect("JSON answer");
+            assert_eq!(
+                v["partialSuccess"]["rejectedSpans"].as_i64().unwrap_or(0),
+                rejected
+            );
+        }
+    }
+}

@@ -19,7 +19,7 @@ shift || true
 if [ "$#" -gt 0 ]; then
     targets=("$@")
 else
-    targets=(ingest_json ingest_ndjson config_toml checkpoint_decode)
+    targets=(ingest_json ingest_ndjson config_toml checkpoint_decode otlp_decode)
 fi
 export RUSTC_BOOTSTRAP=1
 rss_mb="${FUZZ_RSS_MB:-2048}"

@@ -6,6 +6,7 @@
 //!   validates the batch (all or nothing).
 //! - [`source`] pulls the same events from NATS JetStream (`[[source.nats]]`) and appends them
 //!   through the journal too, acking each message only after its commit.
+//!   [`otlp`] receives OpenTelemetry traces (`POST /v1/traces`) and maps root spans to traces.
 //! - [`journal`] (actor) appends accepted batches to the redb `inbox` in group commits and answers
 //!   `202` only after the fsync; it then hands the events, in sequence order, to
 //! - [`router`] (actor), which indexes alerts by (workspace, event type, project) and sends each
@@ -51,6 +52,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod notification;
+pub mod otlp;
 pub mod redact;
 pub mod reload;
 pub mod router;

@@ -31,6 +31,9 @@ struct Metrics {
     reload_ok: Gauge,
     reload_time: Gauge<f64, AtomicU64>,
     build_info: Family<Labels, Gauge>,
+    otlp_requests: Family<Labels, Counter>,
+    otlp_spans: Counter,
+    otlp_root_spans: Family<Labels, Counter>,
     source_up: Family<Labels, Gauge>,
     source_pending: Family<Labels, Gauge>,
     source_messages: Family<Labels, Counter>,
@@ -236,6 +239,24 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
         "Time of a source's last error (connection lost, set-up or commit failure)",
         source_last_error.clone(),
     );
+    let otlp_requests = Family::<Labels, Counter>::default();
+    registry.register(
+        "otlp_requests",
+        "OTLP/HTTP export requests (POST /v1/traces) by encoding and outcome (ok, partial, bad_request, unsupported_media_type, too_large, unavailable)",
+        otlp_requests.clone(),
+    );
+    let otlp_spans = Counter::default();
+    registry.register(
+        "otlp_spans_received",
+        "Spans in decoded OTLP export requests, root or not",
+        otlp_spans.clone(),
+    );
+    let otlp_root_spans = Family::<Labels, Counter>::default();
+    registry.register(
+        "otlp_root_spans",
+        "OTLP root spans by outcome (accepted, duplicate, rejected, unavailable)",
+        otlp_root_spans.clone(),
+    );
     Metrics {
         engine,
         registry,
@@ -258,6 +279,9 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
         source_pending,
         source_messages,
         source_last_error,
+        otlp_requests,
+        otlp_spans,
+        otlp_root_spans,
     }
 });
 
@@ -438,6 +462,31 @@ pub fn source_error(source: &str, at_ms: i64) {
     M.source_last_error
         .get_or_create(&source_label(source))
         .set(at_ms as f64 / 1000.0);
+}
+
+/// Counts one `POST /v1/traces` request by its encoding (`protobuf`, `json`, `unknown`) and
+/// outcome.
+pub fn otlp_request(encoding: &'static str, outcome: &'static str) {
+    M.otlp_requests
+        .get_or_create(&vec![
+            ("encoding", encoding.to_string()),
+            ("outcome", outcome.to_string()),
+        ])
+        .inc();
+}
+
+/// Counts the spans of one decoded OTLP request.
+pub fn otlp_spans_received(n: u64) {
+    M.otlp_spans.inc_by(n);
+}
+
+/// Counts `n` OTLP root spans with `outcome` (accepted, duplicate, rejected, unavailable).
+pub fn otlp_root_spans(outcome: &'static str, n: u64) {
+    if n > 0 {
+        M.otlp_root_spans
+            .get_or_create(&vec![("outcome", outcome.to_string())])
+            .inc_by(n);
+    }
 }
 
 /// The Prometheus text exposition of every metric.

@@ -30,11 +30,12 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
 #[test]
 fn seed_corpus_replays_through_every_target() {
     type Target = (&'static str, fn(&[u8]));
-    let targets: [Target; 4] = [
+    let targets: [Target; 5] = [
         ("ingest_json", harness::ingest_json),
         ("ingest_ndjson", harness::ingest_ndjson),
         ("config_toml", harness::config_toml),
         ("checkpoint_decode", harness::checkpoint_decode),
+        ("otlp_decode", harness::otlp_decode),
     ];
     for (target, run) in targets {
         for (name, bytes) in seeds(target) {
@@ -98,4 +99,31 @@ fn checkpoint_with_ring_head_near_min_is_refused_not_applied() {
         err.contains("alert \"prod-errors\"") && err.contains("inconsistent"),
         "{err}"
     );
+}
+
+/// The OTLP seeds are valid export requests in every encoding/compression mode, so the fuzzer
+/// starts from bodies that reach the mapping.
+#[test]
+fn otlp_seeds_decode_and_map_to_traces() {
+    use alertd::otlp::decode::{decode_body, Compression, Encoding};
+    use alertd::otlp::map::{map_request, Context};
+    for (name, bytes) in seeds("otlp_decode") {
+        let (mode, body) = bytes.split_first().unwrap();
+        let enc = if mode & 1 == 1 {
+            Encoding::Json
+        } else {
+            Encoding::Protobuf
+        };
+        let comp = if mode & 2 == 2 {
+            Compression::Gzip
+        } else {
+            Compression::Identity
+        };
+        let req = decode_body(body, enc, comp, 1 << 20).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let ctx = Context {
+            now_ms: harness::NOW_MS,
+            ..Context::default()
+        };
+        assert!(!map_request(&req, &ctx).traces.is_empty(), "{name}");
+    }
 }

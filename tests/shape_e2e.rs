@@ -231,9 +231,16 @@ async fn a_tick_answer_missing_the_deadline_is_committed_with_the_next_tick() {
     d.kill9();
     d.spawn().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // At-least-once: a kill between the send and the record of its success sends the same
+    // notification again, with the same id; a second firing would carry another id.
     let all = rx.requests_to("/slow");
-    assert_eq!(all.len(), 1, "one firing per episode: {all:?}");
-    assert_eq!(all[0].json()["id"], slow[0].json()["id"]);
+    for r in &all {
+        assert_eq!(
+            r.json()["id"],
+            slow[0].json()["id"],
+            "one firing per episode: {all:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config().server.max_body.as_u64() as usize;
     let protected = Router::new()
         .route("/v1/events", post(events::post_events))
+        .route("/v1/traces", post(crate::otlp::handler::post_traces))
         .route("/v1/alerts", get(alerts::get_alerts))
         .route("/v1/alerts/{id}/test", post(alerts::test_alert))
         .route("/v1/deliveries", get(deliveries::get_deliveries))
