@@ -25,6 +25,8 @@
 //!   [`secrets`] keeps secrets out of messages.
 //! - [`silence`] mutes notifications for a while (DESIGN §12): the tick hands every alert the
 //!   store's silence snapshot, and what a silence matches is recorded as suppressed, not sent.
+//! - [`ui`] is the console under `/ui/` (DESIGN §13): server-rendered pages built from the same
+//!   state the API reads, behind a signed session cookie and CSRF tokens.
 //! - [`memory`] returns freed heap to the OS after start-up, reloads and bursts.
 //! - [`daemon`] starts it all, signals readiness to systemd, reloads on SIGHUP and stops gracefully.
 //!
@@ -56,4 +58,5 @@ pub mod silence;
 pub mod store;
 pub mod supervisor;
 pub mod testhooks;
+pub mod ui;
 pub mod watcher;
