@@ -61,7 +61,7 @@ async fn the_console_shows_tests_silences_and_retries_alerts_in_a_browser() {
     let rx = Receiver::start().await;
     rx.script("/dead", vec![Answer::Status(400)]);
     let rest = format!(
-        "{ENGINE}{}{}{}",
+        "{ENGINE}{}{}{}{}",
         alert(
             "prod-errors",
             "Production errors",
@@ -71,14 +71,15 @@ async fn the_console_shows_tests_silences_and_retries_alerts_in_a_browser() {
         ),
         alert("deadly", "Goes to dead letters", &rx.url("/dead"), 0, ""),
         alert("quiet", "Quiet hours", &rx.url("/quiet"), 3, ""),
+        alert("calm", "Error budget", &rx.url("/calm"), 100, ""),
     );
     let d = Daemon::start(dir.path(), &rest).await;
     let b = Browser::start(1280, 900).await;
 
     // `/` leads to the alerts, which list every alert, none firing yet.
     b.goto(&d.base).await;
-    assert_eq!(b.path().await, "/ui/alerts");
-    for id in ["prod-errors", "deadly", "quiet"] {
+    b.wait_path("/ui/alerts").await;
+    for id in ["prod-errors", "deadly", "quiet", "calm"] {
         let row = b.find(&format!("tr[data-alert-id=\"{id}\"]")).await;
         assert_eq!(
             row.attr("data-firing").await.unwrap().as_deref(),
@@ -110,7 +111,7 @@ async fn the_console_shows_tests_silences_and_retries_alerts_in_a_browser() {
         .click()
         .await
         .unwrap();
-    assert_eq!(b.path().await, "/ui/silences");
+    b.wait_path("/ui/silences").await;
     let listed = b
         .find("tr[data-state=\"active\"]")
         .await
@@ -123,7 +124,13 @@ async fn the_console_shows_tests_silences_and_retries_alerts_in_a_browser() {
     );
     b.screenshot("silences").await;
 
-    // Four error traces: every alert fires; `quiet` is silenced, so it is suppressed.
+    // Open the alerts page, then send four error traces: every alert fires (`quiet` is
+    // silenced, so its notification is suppressed), and the page, left alone, refreshes itself
+    // to show it.
+    let alerts_url = format!("{}/ui/alerts", d.base);
+    b.goto(&alerts_url).await;
+    b.find("tr[data-alert-id=\"prod-errors\"][data-firing=\"false\"]")
+        .await;
     d.send(&[
         error_trace("p"),
         error_trace("p"),
@@ -131,9 +138,7 @@ async fn the_console_shows_tests_silences_and_retries_alerts_in_a_browser() {
         error_trace("p"),
     ])
     .await;
-    let alerts_url = format!("{}/ui/alerts", d.base);
-    b.reload_until(
-        &alerts_url,
+    b.wait_on_page(
         "tr[data-alert-id=\"prod-errors\"][data-firing=\"true\"]",
         WAIT,
         "prod-errors fires after 4 errors over a threshold of 2",
@@ -146,6 +151,8 @@ async fn the_console_shows_tests_silences_and_retries_alerts_in_a_browser() {
         "quiet fires too",
     )
     .await;
+    b.find("tr[data-alert-id=\"calm\"][data-firing=\"false\"]")
+        .await;
     let quiet = b.text("tr[data-alert-id=\"quiet\"]").await.unwrap();
     assert!(
         quiet.contains("Silenced") && quiet.contains("until"),
@@ -203,7 +210,7 @@ async fn the_console_shows_tests_silences_and_retries_alerts_in_a_browser() {
         .click()
         .await
         .unwrap();
-    assert_eq!(b.path().await, "/ui/deliveries");
+    b.wait_path("/ui/deliveries").await;
     rx.wait_for("/dead", 2, WAIT).await;
     api_until(
         &d.base,
@@ -233,7 +240,12 @@ async fn the_console_shows_tests_silences_and_retries_alerts_in_a_browser() {
         .click()
         .await
         .unwrap();
-    let result = b.find("[data-test-result]").await.text().await.unwrap();
+    let result = b
+        .wait_on_page("[data-test-result]", WAIT, "the test result is shown")
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(result.contains("200"), "{result}");
     assert!(
         result.contains("scripted"),
@@ -262,8 +274,17 @@ async fn the_console_shows_tests_silences_and_retries_alerts_in_a_browser() {
         .click()
         .await
         .unwrap();
-    assert_eq!(b.path().await, "/ui/alerts/prod-errors");
-    let silences = b.text("section#silence").await.unwrap();
+    b.wait_path("/ui/alerts/prod-errors").await;
+    let silences = b
+        .wait_on_page(
+            "section#silence tr[data-state=\"active\"]",
+            WAIT,
+            "the new silence is listed on the alert's page",
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(silences.contains("on it"), "{silences}");
     api_until(
         &d.base,
@@ -288,10 +309,22 @@ async fn the_console_shows_tests_silences_and_retries_alerts_in_a_browser() {
         .click()
         .await
         .unwrap();
-    assert_eq!(
-        b.find_all("button[data-action=\"expire\"]").await.len(),
-        before - 1
-    );
+    api_until(&d.base, None, "/v1/silences", "one silence expired", |v| {
+        let active = v["silences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["state"] == "active")
+            .count();
+        active == before - 1
+    })
+    .await;
+    b.wait_on_page(
+        "tr[data-state=\"expired\"]",
+        WAIT,
+        "the expired silence stays listed",
+    )
+    .await;
 
     // At 375 px every page fits without scrolling sideways.
     b.client.set_window_size(375, 812).await.unwrap();
@@ -317,14 +350,39 @@ const TOKEN: &str = "console-token-5c1f9e";
 async fn the_console_needs_a_login_and_refuses_forged_forms() {
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start().await;
+    rx.script("/fail", vec![Answer::Status(500), Answer::Status(500)]);
+    // Every kind of secret a config holds, as in the API's secrets test.
     let rest = format!(
-        "{ENGINE}{}",
+        "{ENGINE}{}{}{}{}{}",
         alert(
             "prod-errors",
             "Production errors",
             &rx.url("/errors/PATH-SECRET-77a1"),
             0,
-            "secret_token = \"BEARER-SECRET-2b9c\"\nsigning_secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\""
+            "secret_token = \"BEARER-SECRET-2b9c\"\n\
+             signing_secret = \"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\""
+        ),
+        alert(
+            "slack",
+            "Slack",
+            &rx.url("/services/T000/B000/SLACKPATH-44e1"),
+            0,
+            "destination = \"slack\""
+        ),
+        alert(
+            "pd",
+            "PagerDuty",
+            &rx.url("/pd/PDPATH-0c77"),
+            0,
+            "destination = \"pagerduty\"\nrouting_key = \"ROUTING-KEY-8842ab\""
+        ),
+        alert("fail", "Failing", &rx.url("/fail/FAILPATH-3391"), 0, ""),
+        alert(
+            "conn",
+            "Unreachable",
+            "http://127.0.0.1:9/CONNPATH-6d02",
+            0,
+            ""
         ),
     );
     let d =
@@ -379,7 +437,7 @@ async fn the_console_needs_a_login_and_refuses_forged_forms() {
 
     let b = Browser::start(1280, 900).await;
     b.goto(&format!("{}/ui/alerts", d.base)).await;
-    assert_eq!(b.path().await, "/ui/login");
+    b.wait_path("/ui/login").await;
     b.screenshot("login").await;
     // A wrong token is refused.
     b.find("input[name=\"token\"]")
@@ -392,7 +450,12 @@ async fn the_console_needs_a_login_and_refuses_forged_forms() {
         .click()
         .await
         .unwrap();
-    let refused = b.text("p.error").await.unwrap_or_default();
+    let refused = b
+        .wait_on_page("p.error", WAIT, "a wrong token is refused")
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(
         refused.contains("not the configured"),
         "{}",
@@ -409,7 +472,7 @@ async fn the_console_needs_a_login_and_refuses_forged_forms() {
         .click()
         .await
         .unwrap();
-    assert_eq!(b.path().await, "/ui/alerts");
+    b.wait_path("/ui/alerts").await;
     b.find("tr[data-alert-id=\"prod-errors\"]").await;
 
     // The session cookie: HttpOnly, SameSite=Strict, expiring.
@@ -437,7 +500,10 @@ async fn the_console_needs_a_login_and_refuses_forged_forms() {
     form.set_by_name("csrf", "forged-token").await.unwrap();
     form.set_by_name("duration", "1h").await.unwrap();
     form.submit().await.unwrap();
-    let page = b.source().await;
+    let refused = b
+        .wait_on_page("section.problem", WAIT, "the forged form is refused")
+        .await;
+    let page = refused.text().await.unwrap();
     assert!(page.contains("Form refused"), "{page}");
     b.screenshot("csrf-refused").await;
     let silences = |v: &serde_json::Value| v["silences"].as_array().unwrap().len();
@@ -498,8 +564,9 @@ async fn the_console_needs_a_login_and_refuses_forged_forms() {
         .unwrap();
     assert_eq!(r.status(), 403);
 
-    // No secret is ever rendered: not the URL's path, the bearer token, the signing secret or
-    // the console token, on any page, after a delivery and a test.
+    // No secret is ever rendered: not a URL's path, a bearer token, a signing secret, a routing
+    // key or the console token, on any page, after deliveries, dead letters and a test of each
+    // alert.
     reqwest::Client::new()
         .post(format!("{}/v1/events", d.base))
         .bearer_auth(TOKEN)
@@ -507,15 +574,29 @@ async fn the_console_needs_a_login_and_refuses_forged_forms() {
         .send()
         .await
         .unwrap();
-    rx.wait_for("/errors", 1, WAIT).await;
-    b.goto(&format!("{}/ui/alerts/prod-errors", d.base)).await;
-    b.find("button[data-action=\"test\"]")
-        .await
-        .click()
-        .await
-        .unwrap();
-    b.find("[data-test-result]").await;
-    let mut sources = vec![b.source().await];
+    for path in ["/errors", "/services", "/pd"] {
+        rx.wait_for(path, 1, WAIT).await;
+    }
+    api_until(
+        &d.base,
+        Some(TOKEN),
+        "/v1/deliveries?status=dead",
+        "fail and conn end as dead letters",
+        |v| v["deliveries"].as_array().is_some_and(|a| a.len() == 2),
+    )
+    .await;
+    let mut sources = Vec::new();
+    for id in ["prod-errors", "slack", "pd", "fail", "conn"] {
+        b.goto(&format!("{}/ui/alerts/{id}", d.base)).await;
+        b.find("button[data-action=\"test\"]")
+            .await
+            .click()
+            .await
+            .unwrap();
+        b.wait_on_page("[data-test-result]", WAIT, "the test result is shown")
+            .await;
+        sources.push(b.source().await);
+    }
     for path in [
         "/ui/alerts",
         "/ui/deliveries?status=pending",
@@ -527,15 +608,26 @@ async fn the_console_needs_a_login_and_refuses_forged_forms() {
         b.goto(&format!("{}{path}", d.base)).await;
         sources.push(b.source().await);
     }
+    let all = sources.join("\n");
     assert!(
-        sources.iter().any(|s| s.contains("Body sent to")),
-        "a delivery body is on a page"
+        all.contains("Body sent to pagerduty"),
+        "a PagerDuty body is shown"
     );
+    assert!(
+        all.contains("HTTP 500"),
+        "the failing receiver's answer is shown"
+    );
+    assert!(all.contains("connection"), "the connection error is shown");
     for secret in [
         TOKEN,
         "PATH-SECRET-77a1",
         "BEARER-SECRET-2b9c",
         "C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        "SLACKPATH-44e1",
+        "PDPATH-0c77",
+        "ROUTING-KEY-8842ab",
+        "FAILPATH-3391",
+        "CONNPATH-6d02",
     ] {
         for s in &sources {
             assert!(!s.contains(secret), "{secret} rendered:\n{s}");
@@ -544,8 +636,8 @@ async fn the_console_needs_a_login_and_refuses_forged_forms() {
 
     // Log out: the session ends.
     b.find("form.logout button").await.click().await.unwrap();
-    assert_eq!(b.path().await, "/ui/login");
+    b.wait_path("/ui/login").await;
     b.goto(&format!("{}/ui/alerts", d.base)).await;
-    assert_eq!(b.path().await, "/ui/login");
+    b.wait_path("/ui/login").await;
     b.close().await;
 }

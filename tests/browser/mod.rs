@@ -175,6 +175,44 @@ impl Browser {
         }
     }
 
+    /// Stays on the current page until `css` matches (the page refreshes itself), or panics
+    /// after `timeout` with the last page.
+    pub async fn wait_on_page(
+        &self,
+        css: &str,
+        timeout: Duration,
+        what: &str,
+    ) -> fantoccini::elements::Element {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(e) = self.client.find(Locator::Css(css)).await {
+                return e;
+            }
+            if Instant::now() > deadline {
+                panic!("{what}: {css} never appeared:\n{}", self.source().await);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits until the browser is at `path` (after a click that navigates), or panics.
+    pub async fn wait_path(&self, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let now = self.path().await;
+            if now == path {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "expected to be at {path}, still at {now}:\n{}",
+                    self.source().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Runs `script` in the page and returns its value.
     pub async fn eval(&self, script: &str) -> serde_json::Value {
         self.client
