@@ -234,6 +234,7 @@ async fn the_console_shows_tests_silences_and_retries_alerts_in_a_browser() {
     b.find("section[data-alert-id=\"prod-errors\"][data-firing=\"true\"]")
         .await;
     b.find("svg[data-sparkline] polyline").await;
+    b.screenshot("alert-top").await;
     let before = rx.requests_to("/errors").len();
     b.find("button[data-action=\"test\"]")
         .await
