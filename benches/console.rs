@@ -21,7 +21,7 @@ use alertd::config::DestinationKind;
 use alertd::delivery::{Delivery, TlsOptions};
 use alertd::event::EventType;
 use alertd::notification::NotificationState;
-use alertd::ui::model::{AlertRow, DeliveryRow, Rule, Status, TriggerRow};
+use alertd::ui::model::{AlertRow, DeliveryRow, Redactor, Rule, Status, TriggerRow};
 use alertd::ui::pages::{self, Chrome, Counts};
 use common::{error_trace, Daemon, Receiver};
 use std::hint::black_box;
@@ -192,7 +192,7 @@ fn rendered() {
                 last_error: None,
                 finished_ms: Some(now - i * 1000 + 40),
             };
-            DeliveryRow::new(&d, Status::Delivered, None, &[])
+            DeliveryRow::new(&d, Status::Delivered, None, &Redactor::new(&[]))
         })
         .collect();
     let time = |f: &dyn Fn() -> String| {

@@ -13,7 +13,7 @@ use alertd::event::EventType;
 use alertd::notification::NotificationState;
 use alertd::silence::{Silence, SilenceSet};
 use alertd::ui::model::{
-    self, AlertRow, DeliveryRow, Rule, SilenceRow, Status, TestOutcome, TriggerRow,
+    self, AlertRow, DeliveryRow, Redactor, Rule, SilenceRow, Status, TestOutcome, TriggerRow,
 };
 use alertd::ui::pages::{self, AlertPage, Chrome, Counts, SilenceForm};
 use std::path::{Path, PathBuf};
@@ -164,7 +164,12 @@ fn delivery(k: u32, status: Status) -> DeliveryRow {
     };
     let silence =
         (status == Status::Suppressed).then(|| "0193b000-0000-7000-8000-000000000001".to_string());
-    DeliveryRow::new(&d, status, silence, &["SLACKSECRET".to_string()])
+    DeliveryRow::new(
+        &d,
+        status,
+        silence,
+        &Redactor::new(&["SLACKSECRET".to_string()]),
+    )
 }
 
 fn silence(k: u32, alert: &str, starts: i64, ends: i64) -> Silence {

@@ -2,7 +2,7 @@
 //! [`super::model`] values, render a page. Forms answer with a redirect (POST, redirect, GET),
 //! or with the page and the form's error when a value was refused.
 
-use super::model::{self, AlertRow, DeliveryRow, Status, TestOutcome};
+use super::model::{self, AlertRow, DeliveryRow, Redactor, Status, TestOutcome};
 use super::pages::{self, AlertPage, Back, Counts, SilenceForm};
 use super::session::{self, Session};
 use super::{html, Checked, Console, Ctx, REFRESH_S};
@@ -60,7 +60,7 @@ pub(super) async fn alerts(State(s): State<AppState>, Extension(ctx): Extension<
 async fn alert_deliveries(s: &AppState, alert: &str) -> Result<Vec<DeliveryRow>, String> {
     let store = s.inner().store.clone();
     let cfg = s.config();
-    let secrets = config_secrets(&cfg);
+    let secrets = Redactor::new(&config_secrets(&cfg));
     let scan = cfg.delivery.log_size.max(LIST_LIMIT);
     let alert = alert.to_string();
     tokio::task::spawn_blocking(move || {
@@ -243,7 +243,7 @@ pub(super) async fn deliveries(
         }
     };
     let store = s.inner().store.clone();
-    let secrets = config_secrets(&s.config());
+    let secrets = Redactor::new(&config_secrets(&s.config()));
     let read = tokio::task::spawn_blocking(move || {
         let (pending, dead) = store.delivery_counts()?;
         let table = match status {

@@ -232,18 +232,20 @@ pub struct DeliveryRow {
 }
 
 impl DeliveryRow {
-    /// From a stored delivery, with `secrets` taken out of its body and error.
+    /// From a stored delivery, with the config's secrets (`config`) and the delivery's own
+    /// (its URL's path, its signing secret: its alert may be gone from the config) taken out of
+    /// its body and error.
     pub fn new(
         d: &Delivery,
         status: Status,
         silence_id: Option<String>,
-        secrets: &[String],
+        config: &Redactor,
     ) -> DeliveryRow {
-        // The config's secrets, and this delivery's own: its alert may be gone from the config.
-        let mut secrets = secrets.to_vec();
-        secrets.extend(url_secret(&d.url));
-        secrets.push(d.signing_secret.clone());
-        let secrets = secrets.as_slice();
+        let own: Vec<String> = url_secret(&d.url)
+            .into_iter()
+            .chain(std::iter::once(d.signing_secret.clone()))
+            .collect();
+        let clean = |text: &str| redact(&config.redact(text), &own);
         DeliveryRow {
             id: d.id.clone(),
             alert_id: d.alert_id.clone(),
@@ -258,11 +260,11 @@ impl DeliveryRow {
             last_error: d
                 .last_error
                 .as_deref()
-                .map(|e| super::widgets::excerpt(&redact(e, secrets), ERROR_SHOWN)),
+                .map(|e| super::widgets::excerpt(&clean(e), ERROR_SHOWN)),
             created_ms: d.created_ms,
             finished_ms: d.finished_ms,
             next_attempt_ms: d.next_attempt_ms,
-            body: super::widgets::excerpt(&redact(&display_body(&d.body), secrets), BODY_SHOWN),
+            body: super::widgets::excerpt(&clean(&display_body(&d.body)), BODY_SHOWN),
             silence_id,
         }
     }
@@ -270,6 +272,45 @@ impl DeliveryRow {
     /// From decision to delivery (or dead letter): what the receiver and the retries cost.
     pub fn took_ms(&self) -> Option<i64> {
         self.finished_ms.map(|f| f - self.created_ms)
+    }
+}
+
+/// Takes many secrets out of texts in one pass each, whatever their number: the config's
+/// secrets grow with its alerts (every URL path counts), and a page redacts a hundred bodies.
+/// Same rule as [`redact`]: secrets of 4 characters or more, the longest one at a place wins.
+pub struct Redactor {
+    matcher: Option<aho_corasick::AhoCorasick>,
+}
+
+impl Redactor {
+    pub fn new(secrets: &[String]) -> Redactor {
+        let patterns: Vec<&str> = secrets
+            .iter()
+            .filter(|s| s.len() >= 4)
+            .map(String::as_str)
+            .collect();
+        let matcher = (!patterns.is_empty()).then(|| {
+            aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(&patterns)
+                .expect("literal patterns always build")
+        });
+        Redactor { matcher }
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        match &self.matcher {
+            None => text.to_string(),
+            Some(m) => {
+                let mut out = String::with_capacity(text.len());
+                m.replace_all_with(text, &mut out, |_, _, dst| {
+                    dst.push_str("***");
+                    true
+                });
+                out
+            }
+        }
     }
 }
 
@@ -382,7 +423,7 @@ mod tests {
             ),
             finished_ms: Some(4_000),
         };
-        let row = DeliveryRow::new(&d, Status::Dead, None, &[]);
+        let row = DeliveryRow::new(&d, Status::Dead, None, &Redactor::new(&[]));
         let shown = format!("{row:?}");
         for secret in ["ROUTINGSECRET", "PATHSECRET", "SIGNSECRET"] {
             assert!(!shown.contains(secret), "{secret} shown: {shown}");
@@ -390,6 +431,25 @@ mod tests {
         assert!(row.body.contains("event_action"), "{}", row.body);
         assert_eq!(row.host, "events.example.com");
         assert_eq!(row.took_ms(), Some(3_000));
+    }
+
+    #[test]
+    fn the_redactor_hides_what_redact_hides() {
+        let secrets: Vec<String> = ["abcd", "abcdefgh", "xyz", "hook/12", "hook/123"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = Redactor::new(&secrets);
+        for text in [
+            "abcdefgh and abcd",
+            "xyz is too short to count",
+            "POST /hook/123 then /hook/12",
+            "nothing here",
+            "",
+        ] {
+            assert_eq!(r.redact(text), redact(text, &secrets), "{text:?}");
+        }
+        assert_eq!(Redactor::new(&[]).redact("abc"), "abc");
     }
 
     #[test]
