@@ -450,7 +450,18 @@ pub fn alert_page(c: &Chrome, p: &AlertPage) -> Markup {
                         @if !t.projects.is_empty() {
                             div.sub { "projects: " (t.projects.join(", ")) }
                         }
-                        @if let Some(s) = spark(t, widgets::LARGE) { div.spark-wide { (s) } }
+                        @if let Some(s) = spark(t, widgets::LARGE) {
+                            div.spark-wide {
+                                (s)
+                                @if let Some(rule) = &t.rule {
+                                    div.spark-axis aria-hidden="true" {
+                                        span { (widgets::duration(rule.window)) " ago" }
+                                        span { "- - threshold " (rule.operator) " " (widgets::number(rule.value)) }
+                                        span { "now" }
+                                    }
+                                }
+                            }
+                        }
                         @if t.rule.is_none() {
                             div.sub { "Events are grouped for " (widgets::duration(a.debounce)) " and sent as one message." }
                         }
