@@ -29,6 +29,8 @@
 //! - [`redact`] keeps secrets (tokens, webhook URL paths) out of errors, logs and API answers.
 //! - [`silence`] mutes notifications for a while (DESIGN §12): the tick hands every alert the
 //!   store's silence snapshot, and what a silence matches is recorded as suppressed, not sent.
+//! - [`ui`] is the console under `/ui/` (DESIGN §13): server-rendered pages built from the same
+//!   state the API reads, behind a signed session cookie and CSRF tokens.
 //! - [`memory`] returns freed heap to the OS after start-up, reloads and bursts.
 //! - [`daemon`] starts it all, signals readiness to systemd, reloads on SIGHUP and stops gracefully.
 //!
@@ -63,4 +65,5 @@ pub mod source;
 pub mod store;
 pub mod supervisor;
 pub mod testhooks;
+pub mod ui;
 pub mod watcher;

@@ -19,7 +19,7 @@ pub enum Secret {
 }
 
 impl Secret {
-    fn text(&self) -> &str {
+    pub fn text(&self) -> &str {
         match self {
             Secret::Value(s) | Secret::UrlPath(s) => s,
         }

@@ -200,6 +200,11 @@ pub struct TriggerView {
     pub value: Option<f64>,
     pub firing: bool,
     pub bucket_size: Option<u64>,
+    /// When the current firing episode started.
+    pub firing_since_ms: Option<i64>,
+    /// A threshold trigger's window slots, oldest first (the console's sparkline).
+    #[serde(skip)]
+    pub slots: Vec<window::Totals>,
 }
 
 impl AlertState {
@@ -544,6 +549,8 @@ impl AlertState {
                 bucket_size: s
                     .is_none()
                     .then(|| self.buckets.get(&t.event).map(|b| b.count).unwrap_or(0)),
+                firing_since_ms: s.as_ref().and_then(|s| s.episode.map(|e| e.start_ms)),
+                slots: s.as_ref().map(ThresholdState::slots).unwrap_or_default(),
             })
             .collect()
     }

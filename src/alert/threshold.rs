@@ -99,6 +99,11 @@ impl ThresholdState {
         }
     }
 
+    /// The window's slots, oldest first (see [`super::window::Ring::slots`]), for the console.
+    pub fn slots(&self) -> Vec<Totals> {
+        self.ring.slots()
+    }
+
     /// Adds a value at `ts_ms`; false if it was too old for the window.
     pub fn add(&mut self, ts_ms: i64, value: f64) -> bool {
         self.ring.add(ts_ms, value)

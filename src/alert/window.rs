@@ -132,6 +132,28 @@ impl Ring {
         self.head = now_index;
     }
 
+    /// The [`SLOTS`] slots ending with the newest one seen (the last tick's or event's), oldest
+    /// first, empty ones as zero; no slots before the first event. For the console's sparkline:
+    /// read-only, so looking never moves the window.
+    pub fn slots(&self) -> Vec<Totals> {
+        if self.head == i64::MIN || self.slots.is_empty() {
+            return Vec::new();
+        }
+        (self.head - SLOTS + 1..=self.head)
+            .map(|index| {
+                let s = &self.slots[index.rem_euclid(SLOTS) as usize];
+                if s.index == index {
+                    Totals {
+                        count: s.count,
+                        sum: s.sum,
+                    }
+                } else {
+                    Totals::default()
+                }
+            })
+            .collect()
+    }
+
     /// Count and sum over the window ending at `now_ms`; moves the ring's head forward.
     pub fn totals(&mut self, now_ms: i64) -> Totals {
         self.reanchor(now_ms);
@@ -177,6 +199,28 @@ mod tests {
         assert_eq!(r.totals(back).count, 3, "what was counted stays counted");
         // The window keeps sliding from the new anchor.
         assert_eq!(r.totals(back + 61_000).count, 0);
+    }
+
+    #[test]
+    fn slots_list_the_window_oldest_first_and_add_up_to_its_totals() {
+        let mut r = Ring::new(Duration::from_secs(60));
+        assert!(r.slots().is_empty(), "no slots before the first event");
+        assert!(r.add(10_000, 1.0));
+        assert!(r.add(10_500, 2.0));
+        assert!(r.add(30_000, 4.0));
+        let totals = r.totals(40_000);
+        let slots = r.slots();
+        assert_eq!(slots.len(), SLOTS as usize);
+        // 1 s slots: the newest is 40 s, so 10 s is slot 29 and 30 s slot 49.
+        assert_eq!(slots[SLOTS as usize - 1], Totals::default());
+        assert_eq!(slots[29], Totals { count: 2, sum: 3.0 });
+        assert_eq!(slots[49], Totals { count: 1, sum: 4.0 });
+        let count: u64 = slots.iter().map(|s| s.count).sum();
+        let sum: f64 = slots.iter().map(|s| s.sum).sum();
+        assert_eq!(Totals { count, sum }, totals);
+        // Once the window slid past them, old slots read as empty.
+        r.totals(75_000);
+        assert_eq!(r.slots().iter().map(|s| s.count).sum::<u64>(), 1);
     }
 
     #[test]

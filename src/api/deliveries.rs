@@ -68,26 +68,36 @@ pub(super) async fn retry_delivery(State(s): State<AppState>, Path(id): Path<Str
         )
         .into_response();
     };
-    let store = s.inner().store.clone();
-    match tokio::task::spawn_blocking(move || store.requeue_dead(key, now_ms())).await {
-        Ok(Ok(Some(d))) => {
-            let body = delivery_json(&d);
-            let _ = s
-                .inner()
-                .supervisor
-                .cast(SupervisorMsg::Requeue(Box::new(d)));
-            (
-                StatusCode::ACCEPTED,
-                Json(json!({ "status": "queued", "delivery": body })),
-            )
-                .into_response()
-        }
-        Ok(Ok(None)) => ApiError(
+    match requeue_dead(&s, key).await {
+        Ok(Some(d)) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "status": "queued", "delivery": delivery_json(&d) })),
+        )
+            .into_response(),
+        Ok(None) => ApiError(
             StatusCode::NOT_FOUND,
             format!("no dead letter with id {id}"),
         )
         .into_response(),
-        Ok(Err(e)) => unavailable(e.to_string()),
-        Err(e) => unavailable(e.to_string()),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Moves dead letter `key` back to the outbox and hands it to the dispatcher; `None` when there
+/// is no such dead letter. Shared by the API and the console.
+pub(crate) async fn requeue_dead(s: &AppState, key: u128) -> Result<Option<Delivery>, String> {
+    let store = s.inner().store.clone();
+    match tokio::task::spawn_blocking(move || store.requeue_dead(key, now_ms())).await {
+        Ok(Ok(Some(d))) => {
+            let _ = s
+                .inner()
+                .supervisor
+                .cast(SupervisorMsg::Requeue(Box::new(d.clone())));
+            tracing::info!(delivery = %d.id, alert = %d.alert_id, "dead letter re-queued");
+            Ok(Some(d))
+        }
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }

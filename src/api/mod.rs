@@ -3,15 +3,16 @@
 //!
 //! Handlers validate and translate; the work happens in the actors and the store. Every error
 //! is a JSON object with an `error` message, and every route but `/healthz` requires the bearer
-//! token when `server.auth_token` is set. The settings the API uses (token, limits) are read
+//! token when `server.auth_token` is set. The console's routes ([`crate::ui`]) are merged beside
+//! these, outside the bearer-token layer: a browser logs in once and carries a session cookie. The settings the API uses (token, limits) are read
 //! from the running config ([`crate::config::LiveConfig`]), the same value the engine runs.
 
 mod alerts;
-mod deliveries;
+pub(crate) mod deliveries;
 mod events;
 mod health;
 mod reload;
-mod silences;
+pub(crate) mod silences;
 
 pub use crate::redact::{config_secrets, file_secrets, file_secrets_keys, mask_url, redact};
 pub use crate::reload::{reload, ReloadError};
@@ -106,6 +107,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(protected)
+        .merge(crate::ui::routes(state.clone()))
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)

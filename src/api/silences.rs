@@ -89,6 +89,27 @@ async fn create(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
         Ok(r) => r,
         Err(e) => return field_error(e),
     };
+    match create_silence(&s, req).await {
+        Ok(silence) => (StatusCode::CREATED, Json(json!({ "id": silence.id }))).into_response(),
+        Err(CreateError::Invalid(e)) => field_error(e),
+        Err(CreateError::NotStored(e)) => unavailable(e),
+    }
+}
+
+/// Why [`create_silence`] made no silence.
+pub(crate) enum CreateError {
+    /// The request names a field that is wrong (a `400`).
+    Invalid(FieldError),
+    /// The store failed (a `503`).
+    NotStored(String),
+}
+
+/// Validates `req` against the running config and stores the silence: the one way silences
+/// are made, for the API and the console alike.
+pub(crate) async fn create_silence(
+    s: &AppState,
+    req: SilenceRequest,
+) -> Result<Silence, CreateError> {
     let config = s.config();
     let store = s.inner().store.clone();
     let now = now_ms();
@@ -108,11 +129,15 @@ async fn create(State(s): State<AppState>, body: Result<Bytes, BytesRejection>) 
                 event_types = ?silence.event_types, starts = %rfc3339_ms(silence.starts_ms),
                 ends = %rfc3339_ms(silence.ends_ms), created_by = %silence.created_by,
                 "silence created");
-            (StatusCode::CREATED, Json(json!({ "id": silence.id }))).into_response()
+            Ok(silence)
         }
-        Ok(Ok(Err(e))) => field_error(e),
-        Ok(Err(e)) => unavailable(format!("the silence was not stored: {e}")),
-        Err(e) => unavailable(format!("the silence was not stored: {e}")),
+        Ok(Ok(Err(e))) => Err(CreateError::Invalid(e)),
+        Ok(Err(e)) => Err(CreateError::NotStored(format!(
+            "the silence was not stored: {e}"
+        ))),
+        Err(e) => Err(CreateError::NotStored(format!(
+            "the silence was not stored: {e}"
+        ))),
     }
 }
 
@@ -130,6 +155,19 @@ async fn expire(State(s): State<AppState>, Path(id): Path<String>) -> Response {
             format!("{id:?} is not a silence id (a UUID)"),
         );
     };
+    match expire_silence(&s, key).await {
+        Ok(Some(silence)) => {
+            Json(json!({ "status": "expired", "silence": silence_json(&silence, now_ms()) }))
+                .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no silence with id {id}")),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Ends silence `key` now (see [`Store::expire_silence`]); `None` for an unknown id. Shared by
+/// the API and the console.
+pub(crate) async fn expire_silence(s: &AppState, key: u128) -> Result<Option<Silence>, String> {
     let store = s.inner().store.clone();
     let now = now_ms();
     let r = tokio::task::spawn_blocking(move || {
@@ -141,12 +179,11 @@ async fn expire(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     match r {
         Ok(Ok(Some(silence))) => {
             tracing::info!(silence = %silence.id, alert = %silence.alert, "silence expired");
-            Json(json!({ "status": "expired", "silence": silence_json(&silence, now) }))
-                .into_response()
+            Ok(Some(silence))
         }
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, format!("no silence with id {id}")),
-        Ok(Err(e)) => unavailable(format!("the silence was not changed: {e}")),
-        Err(e) => unavailable(format!("the silence was not changed: {e}")),
+        Ok(Ok(None)) => Ok(None),
+        Ok(Err(e)) => Err(format!("the silence was not changed: {e}")),
+        Err(e) => Err(format!("the silence was not changed: {e}")),
     }
 }
 

@@ -19,7 +19,14 @@ pub struct TestResult {
     pub status_code: Option<u16>,
     pub request_body: String,
     pub error_message: Option<String>,
+    /// The start of what the receiver answered, for the console's Test connection; not part
+    /// of the API answer (DESIGN §10 fixes its fields).
+    #[serde(skip)]
+    pub response_excerpt: String,
 }
+
+/// How much of the receiver's answer a test keeps for the console.
+pub const RESPONSE_EXCERPT_CHARS: usize = 512;
 
 /// A sample object of a per-event type, shaped like the real thing.
 fn sample_object(t: EventType, now: i64) -> String {
@@ -117,5 +124,10 @@ pub async fn send_test(
         status_code: attempt.status,
         request_body: d.body,
         error_message: attempt.error,
+        response_excerpt: attempt
+            .response_body
+            .chars()
+            .take(RESPONSE_EXCERPT_CHARS)
+            .collect(),
     })
 }
