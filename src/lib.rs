@@ -33,6 +33,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod budget;
 
 pub mod cli;
 pub mod clock;
@@ -47,7 +48,11 @@ pub mod journal;
 pub mod memory;
 pub mod metrics;
 pub mod notification;
+pub mod permissions;
+pub mod quarantine;
+pub mod rawjson;
 pub mod reload;
+pub mod retention;
 pub mod router;
 pub mod scheduler;
 pub mod secrets;

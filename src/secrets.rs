@@ -4,17 +4,81 @@
 //! text passes through [`redact`] with the secrets found here first.
 
 use crate::config::{AlertSpec, Config};
+use crate::delivery::sender::Attempt;
+use crate::delivery::Delivery;
 
-/// The secrets of one alert, and its URL's path (Slack and PagerDuty keep secrets there).
+/// The secrets of one alert: tokens, signing secret, routing key, every custom header value,
+/// and its URL's path (Slack and PagerDuty keep secrets there).
 pub fn spec_secrets(spec: &AlertSpec) -> Vec<String> {
-    let mut out = vec![
-        spec.secret_token.clone(),
-        spec.signing_secret.clone(),
-        spec.routing_key.clone(),
-    ];
+    let mut out = vec![spec.secret_token.clone(), spec.routing_key.clone()];
+    out.extend(signing_secret_forms(&spec.signing_secret));
+    out.extend(spec.headers.values().cloned());
     out.extend(url_secret(&spec.url));
     out.retain(|s| !s.is_empty());
     out
+}
+
+/// A signing secret as written (`whsec_…`) and its key part alone.
+fn signing_secret_forms(secret: &str) -> Vec<String> {
+    let mut out = vec![secret.to_string()];
+    if let Some(key) = secret.strip_prefix("whsec_") {
+        out.push(key.to_string());
+    }
+    out
+}
+
+/// The secrets a delivery is sent with: every header value (the bearer token among them, with
+/// and without its `Bearer ` prefix), the signing secret and the URL's path.
+pub fn delivery_secrets(d: &Delivery) -> Vec<String> {
+    let mut out = Vec::new();
+    for (_, v) in &d.headers {
+        out.push(v.clone());
+        if let Some(t) = v.strip_prefix("Bearer ") {
+            out.push(t.to_string());
+        }
+    }
+    out.extend(signing_secret_forms(&d.signing_secret));
+    out.extend(url_secret(&d.url));
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// An attempt's answer with the delivery's secrets replaced by `***`: a receiver may echo the
+/// request (headers included) in its error body, and that text is stored as `last_error`,
+/// logged and returned by the API.
+pub fn scrub_attempt(mut a: Attempt, d: &Delivery) -> Attempt {
+    let secrets = delivery_secrets(d);
+    a.error = a.error.map(|e| redact(&e, &secrets));
+    a.response_body = redact(&a.response_body, &secrets);
+    a
+}
+
+/// Whether the bearer token `given` is `token`, in time that depends on neither's length nor
+/// content: both are hashed to fixed-length digests first, and the digests are compared in
+/// constant time (a plain constant-time compare returns early when the lengths differ).
+pub fn token_matches(given: &str, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let a = Sha256::digest(given.as_bytes());
+    let b = Sha256::digest(token.as_bytes());
+    a.as_slice().ct_eq(b.as_slice()).into()
+}
+
+/// Logs a loud warning when the API listens beyond loopback without a bearer token: anyone
+/// who can reach the port can then post events, read deliveries and reload the config.
+pub fn warn_if_open(cfg: &Config, when: &'static str) {
+    let Ok(addr) = cfg.server.listen.parse::<std::net::SocketAddr>() else {
+        return;
+    };
+    if cfg.server.auth_token.is_empty() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            listen = %cfg.server.listen,
+            when,
+            "the API listens beyond loopback WITHOUT a bearer token: anyone who can reach it can \
+             post events, list deliveries, retry and reload. Set server.auth_token_file, or \
+             listen on 127.0.0.1"
+        );
+    }
 }
 
 /// Every secret of a validated config.
@@ -75,6 +139,13 @@ fn inline_secrets(path: &std::path::Path) -> Vec<(String, String)> {
         for key in ["secret_token", "signing_secret", "routing_key"] {
             if let Some(v) = alert.get(key).and_then(|v| v.as_str()) {
                 out.push((format!("alert {id:?}: {key}"), v.to_string()));
+            }
+        }
+        if let Some(headers) = alert.get("headers").and_then(|h| h.as_table()) {
+            for (name, v) in headers {
+                if let Some(v) = v.as_str() {
+                    out.push((format!("alert {id:?}: headers.{name}"), v.to_string()));
+                }
             }
         }
         if let Some(u) = alert.get("url").and_then(|v| v.as_str()) {

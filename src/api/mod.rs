@@ -10,6 +10,7 @@ mod alerts;
 mod deliveries;
 mod events;
 mod health;
+mod quarantine;
 mod reload;
 mod silences;
 
@@ -89,7 +90,12 @@ pub(crate) fn unavailable(msg: impl Into<String>) -> Response {
 pub fn router(state: AppState) -> Router {
     let max_body = state.config().server.max_body.as_u64() as usize;
     let protected = Router::new()
-        .route("/v1/events", post(events::post_events))
+        .route(
+            "/v1/events",
+            post(events::post_events).layer(axum::Extension(events::BodyGate::new(
+                state.config().server.max_large_bodies,
+            ))),
+        )
         .route("/v1/alerts", get(alerts::get_alerts))
         .route("/v1/alerts/{id}/test", post(alerts::test_alert))
         .route("/v1/deliveries", get(deliveries::get_deliveries))
@@ -101,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::get_metrics))
         .merge(silences::routes())
+        .merge(quarantine::routes())
         .layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
@@ -119,8 +126,7 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        use subtle::ConstantTimeEq;
-        if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        if !crate::secrets::token_matches(given, &token) {
             return ApiError(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token (Authorization: Bearer <server.auth_token>)".into(),
