@@ -228,12 +228,6 @@ impl Store {
 
 fn open_db(path: &Path) -> Result<Database, StoreError> {
     {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                message: format!("cannot create directory {}: {e}", dir.display()),
-            })?;
-        }
         crate::permissions::private_data_file(path).map_err(|message| StoreError::Open {
             path: path.to_path_buf(),
             message,
