@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn a_large_array_keeps_leading_elements_and_counts_the_rest() {
         let items: Vec<Value> = (0..1000)
-            .map(|i| serde_json::json!({"id": format!("e{i}"), "name": "n", "blob": "y".repeat(100)}))
+            .map(|i| serde_json::json!({"id": format!("e{i}"), "name": "n", "blob": "y".repeat(300)}))
             .collect();
         let text = Value::Array(items).to_string();
         let out = fit_object(&text, 2048);
@@ -158,7 +158,8 @@ mod tests {
             last["omitted"].as_u64().unwrap() as usize + v.len() - 1,
             1000
         );
-        assert_eq!(v[0], serde_json::json!({"id": "e0", "name": "n"}));
+        assert_eq!(v[0]["id"], "e0");
+        assert_eq!(v[0]["name"], "n");
     }
 
     #[test]

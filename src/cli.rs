@@ -450,17 +450,14 @@ async fn receive(listen: &str, secret: Option<String>) -> anyhow::Result<()> {
                     let now = crate::clock::now_ms() / 1000;
                     let verdict = match h("webhook-timestamp").parse::<i64>() {
                         Err(_) => "INVALID (no webhook-timestamp)".to_string(),
+                        Ok(ts) if !signature::verify(key, h("webhook-id"), ts, &body, h("webhook-signature")) => {
+                            "INVALID".to_string()
+                        }
                         Ok(ts) if (now - ts).abs() > SIGNATURE_TOLERANCE_SECS => format!(
                             "INVALID (timestamp {ts} is {}s from now; the tolerance is {SIGNATURE_TOLERANCE_SECS}s: a replay?)",
                             now - ts
                         ),
-                        Ok(ts) => {
-                            if signature::verify(key, h("webhook-id"), ts, &body, h("webhook-signature")) {
-                                "valid".to_string()
-                            } else {
-                                "INVALID".to_string()
-                            }
-                        }
+                        Ok(_) => "valid".to_string(),
                     };
                     say!("signature: {verdict}");
                 }

@@ -231,62 +231,6 @@ pub fn minify(raw: &str) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn split_stops_at_the_limit_and_keeps_elements_borrowed() {
-        let body = b" [ {\"a\":1} , 2 ,\"x\" ] ";
-        let v = split_top(body, 3).unwrap();
-        assert_eq!(
-            v.iter().map(|r| r.get()).collect::<Vec<_>>(),
-            ["{\"a\":1}", "2", "\"x\""]
-        );
-        assert!(matches!(split_top(body, 2), Err(SplitError::TooMany)));
-        // Past the limit the rest is not even read: invalid JSON there is not reported.
-        assert!(matches!(
-            split_top(b"[1,2,3,oops", 2),
-            Err(SplitError::TooMany)
-        ));
-        assert!(matches!(split_top(b"[1,2", 5), Err(SplitError::Invalid(_))));
-        assert!(matches!(
-            split_top(b"{} {}", 5),
-            Err(SplitError::Invalid(_))
-        ));
-        assert_eq!(split_top(b"{\"k\":1}", 1).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn fields_picks_named_keys_and_skips_the_rest() {
-        let raw: &RawValue =
-            serde_json::from_str(r#"{"kind":"t","junk":[[1,{"x":2}]],"id":"a","kind":"u"}"#)
-                .unwrap();
-        let f = fields(raw, &["kind", "id", "user"]).unwrap();
-        assert_eq!(f[0].unwrap().get(), "\"u\"", "the last duplicate wins");
-        assert_eq!(f[1].unwrap().get(), "\"a\"");
-        assert!(f[2].is_none());
-    }
-
-    #[test]
-    fn objects_in_names_the_first_non_object() {
-        let raw: &RawValue = serde_json::from_str(r#"[{}, {"a":1}, 3]"#).unwrap();
-        assert_eq!(objects_in(raw), Err(Some(2)));
-        let raw: &RawValue = serde_json::from_str("[]").unwrap();
-        assert_eq!(objects_in(raw), Err(None));
-        let raw: &RawValue = serde_json::from_str(r#"[{}, {"a":[1]}]"#).unwrap();
-        assert_eq!(objects_in(raw), Ok(2));
-    }
-
-    #[test]
-    fn minify_drops_whitespace_outside_strings_only() {
-        assert_eq!(
-            minify("{ \"a b\" : [1, 2],\n\t\"c\\\" d\": \" x \" }"),
-            "{\"a b\":[1,2],\"c\\\" d\":\" x \"}"
-        );
-    }
-}
-
 /// The entries of the JSON object `raw` whose values are scalars (strings up to `max_string`
 /// bytes, numbers, booleans, null), in order, as (key, raw value); everything else is skipped
 /// unread. `raw` must be an object.
@@ -380,5 +324,61 @@ impl<'de> Visitor<'de> for Elements {
             n += 1;
         }
         Ok((out, n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_stops_at_the_limit_and_keeps_elements_borrowed() {
+        let body = b" [ {\"a\":1} , 2 ,\"x\" ] ";
+        let v = split_top(body, 3).unwrap();
+        assert_eq!(
+            v.iter().map(|r| r.get()).collect::<Vec<_>>(),
+            ["{\"a\":1}", "2", "\"x\""]
+        );
+        assert!(matches!(split_top(body, 2), Err(SplitError::TooMany)));
+        // Past the limit the rest is not even read: invalid JSON there is not reported.
+        assert!(matches!(
+            split_top(b"[1,2,3,oops", 2),
+            Err(SplitError::TooMany)
+        ));
+        assert!(matches!(split_top(b"[1,2", 5), Err(SplitError::Invalid(_))));
+        assert!(matches!(
+            split_top(b"{} {}", 5),
+            Err(SplitError::Invalid(_))
+        ));
+        assert_eq!(split_top(b"{\"k\":1}", 1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn fields_picks_named_keys_and_skips_the_rest() {
+        let raw: &RawValue =
+            serde_json::from_str(r#"{"kind":"t","junk":[[1,{"x":2}]],"id":"a","kind":"u"}"#)
+                .unwrap();
+        let f = fields(raw, &["kind", "id", "user"]).unwrap();
+        assert_eq!(f[0].unwrap().get(), "\"u\"", "the last duplicate wins");
+        assert_eq!(f[1].unwrap().get(), "\"a\"");
+        assert!(f[2].is_none());
+    }
+
+    #[test]
+    fn objects_in_names_the_first_non_object() {
+        let raw: &RawValue = serde_json::from_str(r#"[{}, {"a":1}, 3]"#).unwrap();
+        assert_eq!(objects_in(raw), Err(Some(2)));
+        let raw: &RawValue = serde_json::from_str("[]").unwrap();
+        assert_eq!(objects_in(raw), Err(None));
+        let raw: &RawValue = serde_json::from_str(r#"[{}, {"a":[1]}]"#).unwrap();
+        assert_eq!(objects_in(raw), Ok(2));
+    }
+
+    #[test]
+    fn minify_drops_whitespace_outside_strings_only() {
+        assert_eq!(
+            minify("{ \"a b\" : [1, 2],\n\t\"c\\\" d\": \" x \" }"),
+            "{\"a b\":[1,2],\"c\\\" d\":\" x \"}"
+        );
     }
 }

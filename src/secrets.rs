@@ -202,3 +202,45 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_match_only_exactly_whatever_their_lengths() {
+        assert!(token_matches("s3cret", "s3cret"));
+        for wrong in ["", "s3cre", "s3cret ", "S3cret", "s3cret-and-more"] {
+            assert!(!token_matches(wrong, "s3cret"), "{wrong:?}");
+        }
+    }
+
+    #[test]
+    fn delivery_secrets_cover_headers_bearer_and_signing_key() {
+        let d = Delivery {
+            id: "0195e3a0-0000-7000-8000-000000000000".into(),
+            alert_id: "a".into(),
+            event_type: crate::event::EventType::PromptCreated,
+            state: crate::notification::NotificationState::Firing,
+            destination: crate::config::DestinationKind::General,
+            url: "https://hooks.example/services/T1/B2/XYZ".into(),
+            headers: vec![
+                ("X-Key".into(), "hdr-value".into()),
+                ("Authorization".into(), "Bearer tok-123".into()),
+            ],
+            signing_secret: "whsec_abcd1234".into(),
+            tls: Default::default(),
+            body: String::new(),
+            created_ms: 0,
+            attempts: 0,
+            max_retries: 0,
+            next_attempt_ms: 0,
+            last_status: None,
+            last_error: None,
+            finished_ms: None,
+        };
+        let text = "echo: hdr-value Bearer tok-123 tok-123 abcd1234 services/T1/B2/XYZ";
+        let got = redact(text, &delivery_secrets(&d));
+        assert_eq!(got, "echo: *** *** *** *** ***");
+    }
+}
