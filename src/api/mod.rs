@@ -88,7 +88,6 @@ pub(crate) fn unavailable(msg: impl Into<String>) -> Response {
 
 /// The router with every route and the auth layer.
 pub fn router(state: AppState) -> Router {
-    let max_body = state.config().server.max_body.as_u64() as usize;
     let protected = Router::new()
         .route(
             "/v1/events",
@@ -113,7 +112,9 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .merge(protected)
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such route".into()) })
-        .layer(DefaultBodyLimit::max(max_body))
+        // Only ingest takes large bodies (it reads and bounds them itself, see `events`); the
+        // other routes' bodies are small JSON, so a large one is refused before it is parsed.
+        .layer(DefaultBodyLimit::max(events::SMALL_BODY))
         .with_state(state)
 }
 
