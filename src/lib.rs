@@ -26,6 +26,10 @@
 //! - [`silence`] mutes notifications for a while (DESIGN §12): the tick hands every alert the
 //!   store's silence snapshot, and what a silence matches is recorded as suppressed, not sent.
 //! - [`memory`] returns freed heap to the OS after start-up, reloads and bursts.
+//! - Hardening (README "Limits and hardening"): [`rawjson`] parses bodies with limits acting
+//!   while parsing; [`budget`] caps the bytes a notification carries; [`quarantine`] sets aside
+//!   unreadable stored rows at open; [`retention`] bounds dead letters and the delivered log;
+//!   [`permissions`] keeps the data file private; [`server`] enforces deadlines and caps.
 //! - [`daemon`] starts it all, signals readiness to systemd, reloads on SIGHUP and stops gracefully.
 //!
 //! Crash safety follows from the order: events are durable before `202`, notifications are durable
