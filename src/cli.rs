@@ -32,6 +32,9 @@ pub fn emit(args: std::fmt::Arguments<'_>) {
 
 mod silence;
 
+/// Threads for blocking work (store transactions, large-body parsing).
+pub const MAX_BLOCKING_THREADS: usize = 64;
+
 const DEFAULT_CONFIG: &str = "config/alertd.toml";
 const DEFAULT_RECEIVE: &str = "127.0.0.1:9000";
 
@@ -87,6 +90,10 @@ pub enum Command {
         /// Daemon base URL (default: from server.listen of the config).
         #[arg(long)]
         url: Option<String>,
+        /// Bearer token (default: server.auth_token of the config, sent only to its own
+        /// address: with a --url elsewhere, no token is sent unless given here).
+        #[arg(long, env = "ALERTD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// A local webhook sink that prints every request it gets, for trying alertd out.
     Receive {
@@ -108,6 +115,10 @@ pub enum Command {
         config: PathBuf,
         #[arg(long)]
         url: Option<String>,
+        /// Bearer token (default: server.auth_token of the config, sent only to its own
+        /// address: with a --url elsewhere, no token is sent unless given here).
+        #[arg(long, env = "ALERTD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Re-queue a dead letter with its original id and body.
     Retry {
@@ -117,6 +128,10 @@ pub enum Command {
         config: PathBuf,
         #[arg(long)]
         url: Option<String>,
+        /// Bearer token (default: server.auth_token of the config, sent only to its own
+        /// address: with a --url elsewhere, no token is sent unless given here).
+        #[arg(long, env = "ALERTD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Mute alerts for a while on a running daemon: add, list, expire.
     Silence {
@@ -135,6 +150,9 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
     init_logging(cli.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Store transactions and large-body parses run here; tokio's default (512 threads)
+        // would let a burst of them outgrow the unit's TasksMax= (systemd/alertd.service).
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
@@ -153,7 +171,12 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             event,
             config,
         } => rt.block_on(test(&alert_id, event.as_deref(), &config)),
-        Command::Send { file, config, url } => rt.block_on(send(&file, &config, url)),
+        Command::Send {
+            file,
+            config,
+            url,
+            token,
+        } => rt.block_on(send(&file, &config, url, token)),
         Command::Receive {
             listen,
             signing_secret,
@@ -163,8 +186,14 @@ pub fn main(cli: Cli) -> anyhow::Result<()> {
             limit,
             config,
             url,
-        } => rt.block_on(deliveries(&status, limit, &config, url)),
-        Command::Retry { id, config, url } => rt.block_on(retry(&id, &config, url)),
+            token,
+        } => rt.block_on(deliveries(&status, limit, &config, url, token)),
+        Command::Retry {
+            id,
+            config,
+            url,
+            token,
+        } => rt.block_on(retry(&id, &config, url, token)),
         Command::Silence { command } => rt.block_on(silence::run(command)),
     }
 }
@@ -260,24 +289,68 @@ fn pretty(body: &str) -> String {
         .unwrap_or_else(|| body.to_string())
 }
 
+/// How far a Standard Webhooks timestamp may be from now (the specification's 5 minutes):
+/// an older signature is a replay.
+pub const SIGNATURE_TOLERANCE_SECS: i64 = 5 * 60;
+
+/// `text` with control characters (other than newline and tab) shown as `\u{..}` escapes, so a
+/// webhook body cannot drive the terminal (move the cursor, retitle the window, hide lines).
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 struct Daemon {
     base: String,
     token: String,
     client: reqwest::Client,
 }
 
-fn daemon(path: &Path, url: Option<String>) -> anyhow::Result<Daemon> {
-    let (base, token) = match (url, Config::load(path)) {
-        (Some(u), Ok(c)) => (u, c.server.auth_token),
-        (Some(u), Err(_)) => (u, std::env::var("ALERTD_TOKEN").unwrap_or_default()),
-        (None, Ok(c)) => (format!("http://{}", c.server.listen), c.server.auth_token),
+fn daemon(path: &Path, url: Option<String>, token: Option<String>) -> anyhow::Result<Daemon> {
+    let (base, config_token) = match (url, Config::load(path)) {
+        (Some(u), Ok(c)) => {
+            // The config's token goes only to the daemon that config describes: a --url
+            // pointing elsewhere (a typo, a proxy, someone else's host) must not receive it.
+            let own = format!("http://{}", c.server.listen);
+            let same = same_origin(&u, &own);
+            if !same && token.is_none() && !c.server.auth_token.is_empty() {
+                eprintln!(
+                    "note: {u} is not the configured daemon ({own}); its token is not sent (pass --token to send one)"
+                );
+            }
+            (u, same.then_some(c.server.auth_token))
+        }
+        (Some(u), Err(_)) => (u, None),
+        (None, Ok(c)) => (
+            format!("http://{}", c.server.listen),
+            Some(c.server.auth_token),
+        ),
         (None, Err(e)) => bail!("{e}\n(pass --url to reach a daemon without its config)"),
     };
     Ok(Daemon {
         base: base.trim_end_matches('/').to_string(),
-        token,
+        token: token.or(config_token).unwrap_or_default(),
         client: reqwest::Client::new(),
     })
+}
+
+/// Whether two base URLs name the same scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+        }
+        _ => false,
+    }
 }
 
 impl Daemon {
@@ -308,8 +381,13 @@ impl Daemon {
     }
 }
 
-async fn send(file: &str, path: &Path, url: Option<String>) -> anyhow::Result<()> {
-    let d = daemon(path, url)?;
+async fn send(
+    file: &str,
+    path: &Path,
+    url: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let d = daemon(path, url, token)?;
     let batch = Config::load(path)
         .map(|c| c.ingest.max_batch_events)
         .unwrap_or(1000);
@@ -355,18 +433,28 @@ async fn receive(listen: &str, secret: Option<String>) -> anyhow::Result<()> {
         move |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
             let key = key.clone();
             async move {
-                say!("──── {} {} ────", method, uri);
+                say!("──── {} {} ────", method, escape_controls(&uri.to_string()));
                 for (k, v) in &headers {
-                    say!("{}: {}", k, v.to_str().unwrap_or("<binary>"));
+                    let v = String::from_utf8_lossy(v.as_bytes());
+                    say!("{}: {}", k, escape_controls(&v));
                 }
                 if let Some(key) = &key {
                     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
-                    let valid = h("webhook-timestamp").parse::<i64>().is_ok_and(|ts| {
-                        signature::verify(key, h("webhook-id"), ts, &body, h("webhook-signature"))
-                    });
-                    say!("signature: {}", if valid { "valid" } else { "INVALID" });
+                    let now = crate::clock::now_ms() / 1000;
+                    let verdict = match h("webhook-timestamp").parse::<i64>() {
+                        Err(_) => "INVALID (no webhook-timestamp)".to_string(),
+                        Ok(ts) if !signature::verify(key, h("webhook-id"), ts, &body, h("webhook-signature")) => {
+                            "INVALID".to_string()
+                        }
+                        Ok(ts) if (now - ts).abs() > SIGNATURE_TOLERANCE_SECS => format!(
+                            "INVALID (timestamp {ts} is {}s from now; the tolerance is {SIGNATURE_TOLERANCE_SECS}s: a replay?)",
+                            now - ts
+                        ),
+                        Ok(_) => "valid".to_string(),
+                    };
+                    say!("signature: {verdict}");
                 }
-                say!("{}\n", pretty(&String::from_utf8_lossy(&body)));
+                say!("{}\n", escape_controls(&pretty(&String::from_utf8_lossy(&body))));
                 axum::http::StatusCode::OK
             }
         },
@@ -384,8 +472,9 @@ async fn deliveries(
     limit: usize,
     path: &Path,
     url: Option<String>,
+    token: Option<String>,
 ) -> anyhow::Result<()> {
-    let d = daemon(path, url)?;
+    let d = daemon(path, url, token)?;
     let path = format!("/v1/deliveries?status={status}&limit={limit}");
     let body = d.call(reqwest::Method::GET, &path).await?;
     let rows = body["deliveries"].as_array().cloned().unwrap_or_default();
@@ -431,8 +520,13 @@ async fn deliveries(
     Ok(())
 }
 
-async fn retry(id: &str, path: &Path, url: Option<String>) -> anyhow::Result<()> {
-    let d = daemon(path, url)?;
+async fn retry(
+    id: &str,
+    path: &Path,
+    url: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let d = daemon(path, url, token)?;
     d.call(reqwest::Method::POST, &format!("/v1/deliveries/{id}/retry"))
         .await?;
     say!("re-queued {id}");

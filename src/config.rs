@@ -41,11 +41,19 @@ pub struct ServerConfig {
     pub max_body: ByteSize,
     /// Longest accepted NDJSON line; a longer one rejects the batch.
     pub max_line: ByteSize,
-    /// Connections served at once; more wait in the kernel backlog.
+    /// Connections served at once; more get `/healthz` only (see [`crate::server`]).
     pub max_connections: usize,
+    /// Connections one client address may hold at once.
+    pub max_connections_per_ip: usize,
     /// Time a client gets to send a complete request head.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// Time a client gets to send a request's body, counted from its head.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Bodies over 64 KiB (or of unknown size) read and parsed at once; more wait their turn.
+    /// Parsing costs memory and CPU in proportion to the body, so this bounds both.
+    pub max_large_bodies: usize,
 }
 
 impl Default for ServerConfig {
@@ -57,7 +65,10 @@ impl Default for ServerConfig {
             max_body: ByteSize::mib(8),
             max_line: ByteSize::mib(1),
             max_connections: 1024,
+            max_connections_per_ip: 64,
             header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_large_bodies: 4,
         }
     }
 }
@@ -113,6 +124,12 @@ pub struct EngineConfig {
     pub max_events_per_message: usize,
     /// A threshold crossing is evaluated and committed at once instead of at the next tick.
     pub early_fire: bool,
+    /// One event's object (prompt, version, lists) larger than this is replaced by a truncation
+    /// marker in notifications (see [`crate::budget`]).
+    pub max_object_bytes: ByteSize,
+    /// The events' objects one per-event notification lists, in bytes; later events are counted
+    /// but not listed.
+    pub max_message_bytes: ByteSize,
 }
 
 impl Default for EngineConfig {
@@ -122,6 +139,8 @@ impl Default for EngineConfig {
             debounce: Duration::from_secs(60),
             max_events_per_message: 100,
             early_fire: true,
+            max_object_bytes: ByteSize::kib(64),
+            max_message_bytes: ByteSize::mib(1),
         }
     }
 }
@@ -169,6 +188,13 @@ pub struct DeliveryConfig {
     pub per_endpoint_in_flight: usize,
     /// How many delivered notifications the history keeps.
     pub log_size: usize,
+    /// The delivered history's size in bytes; the oldest rows go first.
+    pub log_max_bytes: ByteSize,
+    /// Dead letters older than this are deleted (see [`crate::retention`]).
+    #[serde(with = "humantime_serde")]
+    pub dead_letter_max_age: Duration,
+    /// Dead letters' total size in bytes; the oldest go first.
+    pub dead_letter_max_bytes: ByteSize,
 }
 
 impl Default for DeliveryConfig {
@@ -183,6 +209,9 @@ impl Default for DeliveryConfig {
             drain_timeout: Duration::from_secs(10),
             per_endpoint_in_flight: 2,
             log_size: 1000,
+            log_max_bytes: ByteSize::mib(64),
+            dead_letter_max_age: Duration::from_secs(30 * 86_400),
+            dead_letter_max_bytes: ByteSize::mib(256),
         }
     }
 }
@@ -360,6 +389,10 @@ pub struct AlertSpec {
     pub send_resolved: bool,
     pub debounce: Duration,
     pub max_events_per_message: usize,
+    /// `engine.max_object_bytes`, in bytes.
+    pub max_object_bytes: usize,
+    /// `engine.max_message_bytes`, in bytes.
+    pub max_message_bytes: usize,
     pub triggers: Vec<TriggerSpec>,
 }
 
@@ -477,9 +510,17 @@ fn read_secret(
             } else {
                 f.clone()
             };
-            std::fs::read_to_string(&path)
+            let secret = std::fs::read_to_string(&path)
                 .map(|s| s.trim().to_string())
-                .map_err(|e| format!("{key}_file: cannot read {}: {e}", path.display()))
+                .map_err(|e| format!("{key}_file: cannot read {}: {e}", path.display()))?;
+            // An empty file must not silently mean "no secret" (for auth_token: no auth).
+            if secret.is_empty() {
+                return Err(format!(
+                    "{key}_file: {} is empty (or only whitespace); write the secret into it, or remove {key}_file",
+                    path.display()
+                ));
+            }
+            Ok(secret)
         }
         None => Ok(inline.to_string()),
     }
@@ -517,6 +558,16 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(err("server: max_body must be greater than 0".into()));
     }
     crate::logging::check_level(&raw.log.level).map_err(|m| err(format!("log: level {m}")))?;
+    check_duration(server.request_timeout, "server: request_timeout").map_err(err)?;
+    for (n, key) in [
+        (server.max_connections, "max_connections"),
+        (server.max_connections_per_ip, "max_connections_per_ip"),
+        (server.max_large_bodies, "max_large_bodies"),
+    ] {
+        if n == 0 {
+            return Err(err(format!("server: {key} must be at least 1")));
+        }
+    }
     check_duration(raw.engine.tick, "engine: tick").map_err(err)?;
     check_duration(raw.engine.debounce, "engine: debounce").map_err(err)?;
     check_duration(raw.ingest.dedup_window, "ingest: dedup_window").map_err(err)?;
@@ -524,6 +575,19 @@ fn validate(path: &Path, raw: RawConfig) -> Result<Config, ConfigError> {
     check_duration(raw.delivery.connect_timeout, "delivery: connect_timeout").map_err(err)?;
     check_duration(raw.delivery.initial_backoff, "delivery: initial_backoff").map_err(err)?;
     check_duration(raw.delivery.max_backoff, "delivery: max_backoff").map_err(err)?;
+    check_duration(
+        raw.delivery.dead_letter_max_age,
+        "delivery: dead_letter_max_age",
+    )
+    .map_err(err)?;
+    if raw.engine.max_object_bytes.as_u64() < 256 {
+        return Err(err("engine: max_object_bytes must be at least 256B".into()));
+    }
+    if raw.engine.max_message_bytes < raw.engine.max_object_bytes {
+        return Err(err(
+            "engine: max_message_bytes must be at least max_object_bytes".into(),
+        ));
+    }
     if raw.engine.max_events_per_message == 0 {
         return Err(err(
             "engine: max_events_per_message must be at least 1".into()
@@ -694,6 +758,8 @@ fn validate_alert(
             .unwrap_or(destination == DestinationKind::PagerDuty),
         debounce,
         max_events_per_message: engine.max_events_per_message,
+        max_object_bytes: engine.max_object_bytes.as_u64() as usize,
+        max_message_bytes: engine.max_message_bytes.as_u64() as usize,
         triggers,
     })
 }

@@ -43,6 +43,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     crate::logging::apply(&config.log);
     crate::metrics::config_reload(true);
     warn_if_secrets_readable(config_path);
+    crate::secrets::warn_if_open(&config, "start");
     warn_if_watchdog_too_tight(config.engine.tick);
     let store_path = config.storage.path.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
@@ -87,6 +88,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     });
     // Watch before serving: a change saved once the API answers must not be missed.
     crate::watcher::spawn(state.clone(), loaded_at);
+    crate::retention::spawn(state.inner().store.clone(), state.inner().config.clone());
     let app = api::router(state.clone());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(crate::server::serve(

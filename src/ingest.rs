@@ -5,9 +5,11 @@
 //! index and nothing is handed to the journal unless all events are valid.
 
 use crate::event::{Event, EventBody, EventType, ScoreEntity};
+use crate::rawjson::{self, Kind, SplitError};
 use crate::store::NewEvent;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::value::RawValue;
+use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -63,6 +65,16 @@ pub fn is_ndjson(content_type: Option<&str>) -> bool {
 
 /// Splits an NDJSON body into its non-blank lines, refusing over-long ones.
 pub fn split_ndjson(body: &[u8], max_line: usize) -> Result<Vec<&[u8]>, Rejection> {
+    split_ndjson_bounded(body, max_line, usize::MAX)
+}
+
+/// Like [`split_ndjson`], refusing at the `max_lines + 1`-th non-blank line without looking
+/// further, so a body of a million tiny lines never becomes a million slices.
+pub fn split_ndjson_bounded(
+    body: &[u8],
+    max_line: usize,
+    max_lines: usize,
+) -> Result<Vec<&[u8]>, Rejection> {
     let mut lines = Vec::new();
     for (n, line) in body.split(|&b| b == b'\n').enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -80,37 +92,36 @@ pub fn split_ndjson(body: &[u8], max_line: usize) -> Result<Vec<&[u8]>, Rejectio
         if line.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
+        if lines.len() == max_lines {
+            return Err(too_many(max_lines));
+        }
         lines.push(line);
     }
     Ok(lines)
 }
 
 /// Parses and validates a whole body into events ready for the journal.
+///
+/// Limits act while parsing (see [`crate::rawjson`]): the count is checked as elements are
+/// found, and events are read field by field from the request bytes, never as a JSON tree.
 pub fn parse_body(
     body: &[u8],
     ndjson: bool,
     now_ms: i64,
     limits: Limits,
 ) -> Result<Vec<NewEvent>, Rejection> {
-    let values: Vec<Result<Value, String>> = if ndjson {
-        let lines = split_ndjson(body, limits.max_line)?;
-        check_count(lines.len(), limits.max_events)?;
-        lines
+    let values: Vec<Result<&RawValue, String>> = if ndjson {
+        split_ndjson_bounded(body, limits.max_line, limits.max_events)?
             .into_iter()
-            .map(|l| serde_json::from_slice::<Value>(l).map_err(|e| format!("invalid JSON: {e}")))
+            .map(|l| rawjson::one(l).map_err(|e| format!("invalid JSON: {e}")))
             .collect()
     } else {
-        let v: Value = serde_json::from_slice(body).map_err(|e| {
-            Rejection::bad(format!(
+        match rawjson::split_top(body, limits.max_events) {
+            Ok(v) => v.into_iter().map(Ok).collect(),
+            Err(SplitError::TooMany) => return Err(too_many(limits.max_events)),
+            Err(SplitError::Invalid(e)) => return Err(Rejection::bad(format!(
                 "body is not valid JSON ({e}); send an object, an array of objects, or NDJSON with Content-Type: application/x-ndjson"
-            ))
-        })?;
-        match v {
-            Value::Array(items) => {
-                check_count(items.len(), limits.max_events)?;
-                items.into_iter().map(Ok).collect()
-            }
-            other => vec![Ok(other)],
+            ))),
         }
     };
     if values.is_empty() {
@@ -119,7 +130,7 @@ pub fn parse_body(
     let mut events = Vec::with_capacity(values.len());
     let mut details = Vec::new();
     for (index, v) in values.into_iter().enumerate() {
-        match v.and_then(|v| parse_event(v, now_ms)) {
+        match v.and_then(|v| parse_raw_event(v, now_ms)) {
             Ok(e) => events.push(e),
             Err(error) => details.push(Detail { index, error }),
         }
@@ -138,155 +149,243 @@ pub fn parse_body(
     Ok(events)
 }
 
-fn check_count(n: usize, max: usize) -> Result<(), Rejection> {
-    if n > max {
-        return Err(Rejection {
-            status: 413,
-            error: format!(
-                "the batch holds {n} events; the limit is {max} (ingest.max_batch_events)"
-            ),
-            details: Vec::new(),
-        });
-    }
-    Ok(())
-}
-
-fn opt_str(m: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!("{key} must be a string, got {}", type_name(other))),
-    }
-}
-
-fn req_str(m: &Map<String, Value>, key: &str) -> Result<String, String> {
-    match opt_str(m, key)? {
-        Some(s) if !s.is_empty() => Ok(s),
-        _ => Err(format!("{key} is required")),
-    }
-}
-
-fn opt_num(m: &Map<String, Value>, key: &str, non_negative: bool) -> Result<Option<f64>, String> {
-    match m.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            let f = n
-                .as_f64()
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| format!("{key} must be a finite number"))?;
-            if non_negative && f < 0.0 {
-                return Err(format!("{key} must not be negative, got {f}"));
+/// Events with every object over `max_object` bytes replaced by its truncation marker
+/// ([`crate::budget::fit_object`]), so the inbox and every alert's bucket hold the small form.
+pub fn fit_objects(mut events: Vec<NewEvent>, max_object: usize) -> Vec<NewEvent> {
+    for e in &mut events {
+        if let EventBody::Guardrail { object, .. } | EventBody::Object { object, .. } =
+            &mut e.event.body
+        {
+            if object.len() > max_object {
+                *object = crate::budget::fit_object(object, max_object).into_owned();
             }
-            Ok(Some(f))
         }
-        Some(other) => Err(format!("{key} must be a number, got {}", type_name(other))),
+    }
+    events
+}
+
+fn too_many(max: usize) -> Rejection {
+    Rejection {
+        status: 413,
+        error: format!(
+            "the batch holds more than {max} events; the limit is {max} (ingest.max_batch_events)"
+        ),
+        details: Vec::new(),
     }
 }
 
-fn opt_time(m: &Map<String, Value>, key: &str) -> Result<Option<i64>, String> {
-    match opt_str(m, key)? {
-        None => Ok(None),
-        Some(s) => OffsetDateTime::parse(&s, &Rfc3339)
-            .map(|t| Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
-            .map_err(|e| format!("{key} must be an RFC 3339 timestamp, got {s:?} ({e})")),
-    }
-}
+/// Longest accepted text field (`user`, `workspace`, `project`, `name`, ids…) in bytes: these
+/// are names, and every notification repeats some of them.
+pub const MAX_FIELD_BYTES: usize = 1024;
 
-fn req_object(m: &Map<String, Value>, key: &str) -> Result<String, String> {
-    match m.get(key) {
-        Some(Value::Object(o)) => {
-            match o.get("id") {
-                Some(Value::String(_)) | Some(Value::Number(_)) => {}
-                _ => return Err(format!("{key}.id is required (string)")),
+/// The top-level keys an event may use; any other key is skipped unread.
+const FIELDS: &[&str] = &[
+    "kind",
+    "workspace",
+    "project",
+    "project_id",
+    "timestamp",
+    "id",
+    "user",
+    "trace_id",
+    "duration_ms",
+    "start_time",
+    "end_time",
+    "total_estimated_cost",
+    "error_info",
+    "entity_type",
+    "entity_id",
+    "name",
+    "value",
+    "result",
+    "details",
+    "prompt",
+    "prompt_version",
+    "prompts",
+    "experiments",
+];
+
+/// An event's known fields, borrowed from the body.
+struct Fields<'a>(Vec<Option<&'a RawValue>>);
+
+impl<'a> Fields<'a> {
+    /// The value of `key`; JSON `null` counts as absent.
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        let i = FIELDS
+            .iter()
+            .position(|f| *f == key)
+            .expect("every key read is listed in FIELDS");
+        self.0[i].filter(|v| rawjson::kind(v) != Kind::Null)
+    }
+
+    fn opt_str(&self, key: &str) -> Result<Option<String>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) if rawjson::kind(v) == Kind::String => {
+                let s: String = serde_json::from_str(v.get())
+                    .map_err(|e| format!("{key} is not a valid string: {e}"))?;
+                if s.len() > MAX_FIELD_BYTES {
+                    return Err(format!(
+                        "{key} is {} bytes; the limit is {MAX_FIELD_BYTES}",
+                        s.len()
+                    ));
+                }
+                Ok(Some(s))
             }
-            Ok(Value::Object(o.clone()).to_string())
+            Some(v) => Err(format!(
+                "{key} must be a string, got {}",
+                rawjson::kind(v).name()
+            )),
         }
-        None | Some(Value::Null) => Err(format!("{key} is required (an object)")),
-        Some(other) => Err(format!("{key} must be an object, got {}", type_name(other))),
     }
-}
 
-fn req_object_array(m: &Map<String, Value>, key: &str) -> Result<String, String> {
-    match m.get(key) {
-        Some(Value::Array(items)) => {
-            if items.is_empty() {
-                return Err(format!("{key} must not be empty"));
-            }
-            if let Some(i) = items.iter().position(|v| !v.is_object()) {
-                return Err(format!("{key}[{i}] must be an object"));
-            }
-            Ok(Value::Array(items.clone()).to_string())
+    fn req_str(&self, key: &str) -> Result<String, String> {
+        match self.opt_str(key)? {
+            Some(s) if !s.is_empty() => Ok(s),
+            _ => Err(format!("{key} is required")),
         }
-        None | Some(Value::Null) => Err(format!("{key} is required (an array of objects)")),
-        Some(other) => Err(format!("{key} must be an array, got {}", type_name(other))),
+    }
+
+    fn opt_num(&self, key: &str, non_negative: bool) -> Result<Option<f64>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) if rawjson::kind(v) == Kind::Number => {
+                let f = serde_json::from_str::<f64>(v.get())
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| format!("{key} must be a finite number"))?;
+                if non_negative && f < 0.0 {
+                    return Err(format!("{key} must not be negative, got {f}"));
+                }
+                Ok(Some(f))
+            }
+            Some(v) => Err(format!(
+                "{key} must be a number, got {}",
+                rawjson::kind(v).name()
+            )),
+        }
+    }
+
+    fn opt_time(&self, key: &str) -> Result<Option<i64>, String> {
+        match self.opt_str(key)? {
+            None => Ok(None),
+            Some(s) => OffsetDateTime::parse(&s, &Rfc3339)
+                .map(|t| Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+                .map_err(|e| format!("{key} must be an RFC 3339 timestamp, got {s:?} ({e})")),
+        }
+    }
+
+    /// An object with an `id` (string or number), as minified JSON text.
+    fn req_object(&self, key: &str) -> Result<String, String> {
+        match self.get(key) {
+            Some(v) if rawjson::kind(v) == Kind::Object => {
+                let id = rawjson::fields(v, &["id"])?[0].map(rawjson::kind);
+                if !matches!(id, Some(Kind::String | Kind::Number)) {
+                    return Err(format!("{key}.id is required (string)"));
+                }
+                Ok(rawjson::minify(v.get()))
+            }
+            None => Err(format!("{key} is required (an object)")),
+            Some(v) => Err(format!(
+                "{key} must be an object, got {}",
+                rawjson::kind(v).name()
+            )),
+        }
+    }
+
+    /// A non-empty array of objects, as minified JSON text.
+    fn req_object_array(&self, key: &str) -> Result<String, String> {
+        match self.get(key) {
+            Some(v) if rawjson::kind(v) == Kind::Array => match rawjson::objects_in(v) {
+                Ok(_) => Ok(rawjson::minify(v.get())),
+                Err(None) => Err(format!("{key} must not be empty")),
+                Err(Some(i)) => Err(format!("{key}[{i}] must be an object")),
+            },
+            None => Err(format!("{key} is required (an array of objects)")),
+            Some(v) => Err(format!(
+                "{key} must be an array, got {}",
+                rawjson::kind(v).name()
+            )),
+        }
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+/// The guardrail object echoed in `metadata`, in the contract's key order.
+#[derive(Serialize)]
+struct GuardrailObject<'a> {
+    trace_id: &'a Option<String>,
+    name: &'a str,
+    result: &'static str,
+    details: &'a RawValue,
+    project_name: &'a Option<String>,
+    project_id: &'a Option<String>,
 }
 
-/// Validates one event object.
+/// Validates one event given as a JSON value.
 pub fn parse_event(v: Value, now_ms: i64) -> Result<NewEvent, String> {
-    let Value::Object(m) = v else {
+    let text = v.to_string();
+    let raw: &RawValue = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    parse_raw_event(raw, now_ms)
+}
+
+/// Validates one event read from the body (see [`crate::rawjson`]).
+pub fn parse_raw_event(v: &RawValue, now_ms: i64) -> Result<NewEvent, String> {
+    if rawjson::kind(v) != Kind::Object {
         return Err(format!(
             "an event must be a JSON object, got {}",
-            type_name(&v)
+            rawjson::kind(v).name()
         ));
-    };
-    let kind = req_str(&m, "kind")?;
-    let workspace = opt_str(&m, "workspace")?.unwrap_or_else(|| "default".into());
+    }
+    let m = Fields(rawjson::fields(v, FIELDS)?);
+    let kind = m.req_str("kind")?;
+    let workspace = m.opt_str("workspace")?.unwrap_or_else(|| "default".into());
     if workspace.is_empty() {
         return Err("workspace must not be empty".into());
     }
-    let project = opt_str(&m, "project")?;
-    let project_id = opt_str(&m, "project_id")?;
-    let timestamp_ms = opt_time(&m, "timestamp")?.unwrap_or(now_ms);
+    let project = m.opt_str("project")?;
+    let project_id = m.opt_str("project_id")?;
+    let timestamp_ms = m.opt_time("timestamp")?.unwrap_or(now_ms);
     if timestamp_ms > now_ms + MAX_FUTURE_MS {
         return Err(
             "timestamp is more than 5 minutes in the future; check the sender's clock".into(),
         );
     }
-    let client_id = opt_str(&m, "id")?;
+    let client_id = m.opt_str("id")?;
     if let Some(id) = &client_id {
         if id.is_empty() || id.chars().count() > MAX_CLIENT_ID {
             return Err(format!("id must be 1-{MAX_CLIENT_ID} characters"));
         }
     }
-    let user = opt_str(&m, "user")?.unwrap_or_else(|| "system".into());
+    let user = m.opt_str("user")?.unwrap_or_else(|| "system".into());
     let body = match kind.as_str() {
         "trace" => {
-            let mut duration_s = opt_num(&m, "duration_ms", true)?.map(|ms| ms / 1000.0);
+            let mut duration_s = m.opt_num("duration_ms", true)?.map(|ms| ms / 1000.0);
             if duration_s.is_none() {
-                match (opt_time(&m, "start_time")?, opt_time(&m, "end_time")?) {
+                match (m.opt_time("start_time")?, m.opt_time("end_time")?) {
                     (Some(s), Some(e)) if e >= s => duration_s = Some((e - s) as f64 / 1000.0),
                     (Some(_), Some(_)) => return Err("end_time must not be before start_time".into()),
                     _ => {}
                 }
             }
             let error = match m.get("error_info") {
-                None | Some(Value::Null) => false,
-                Some(Value::Object(_)) => true,
-                Some(other) => {
-                    return Err(format!("error_info must be an object, got {}", type_name(other)))
+                None => false,
+                Some(v) if rawjson::kind(v) == Kind::Object => true,
+                Some(v) => {
+                    return Err(format!(
+                        "error_info must be an object, got {}",
+                        rawjson::kind(v).name()
+                    ))
                 }
             };
             EventBody::Trace {
-                trace_id: opt_str(&m, "trace_id")?,
+                trace_id: m.opt_str("trace_id")?,
                 duration_s,
-                cost: opt_num(&m, "total_estimated_cost", true)?,
+                cost: m.opt_num("total_estimated_cost", true)?,
                 error,
             }
         }
         "feedback_score" => {
-            let entity = match req_str(&m, "entity_type")?.as_str() {
+            let entity = match m.req_str("entity_type")?.as_str() {
                 "trace" => ScoreEntity::Trace,
                 "thread" => ScoreEntity::Thread,
                 other => {
@@ -297,14 +396,14 @@ pub fn parse_event(v: Value, now_ms: i64) -> Result<NewEvent, String> {
             };
             EventBody::FeedbackScore {
                 entity,
-                entity_id: opt_str(&m, "entity_id")?,
-                name: req_str(&m, "name")?,
-                value: opt_num(&m, "value", false)?.ok_or("value is required (a number)")?,
+                entity_id: m.opt_str("entity_id")?,
+                name: m.req_str("name")?,
+                value: m.opt_num("value", false)?.ok_or("value is required (a number)")?,
             }
         }
         "guardrail" => {
-            let name = req_str(&m, "name")?;
-            let failed = match req_str(&m, "result")?.as_str() {
+            let name = m.req_str("name")?;
+            let failed = match m.req_str("result")?.as_str() {
                 "passed" => false,
                 "failed" => true,
                 other => {
@@ -313,36 +412,42 @@ pub fn parse_event(v: Value, now_ms: i64) -> Result<NewEvent, String> {
                     ))
                 }
             };
-            let trace_id = opt_str(&m, "trace_id")?;
-            let object = serde_json::json!({
-                "trace_id": trace_id,
-                "name": name,
-                "result": if failed { "failed" } else { "passed" },
-                "details": m.get("details").cloned().unwrap_or(Value::Null),
-                "project_name": project,
-                "project_id": project_id,
-            });
+            let trace_id = m.opt_str("trace_id")?;
+            let details = m.get("details").map(|d| rawjson::minify(d.get()));
+            let details: Box<RawValue> = match details {
+                Some(d) => RawValue::from_string(d).map_err(|e| e.to_string())?,
+                None => RawValue::from_string("null".into()).expect("null is JSON"),
+            };
+            let object = serde_json::to_string(&GuardrailObject {
+                trace_id: &trace_id,
+                name: &name,
+                result: if failed { "failed" } else { "passed" },
+                details: &details,
+                project_name: &project,
+                project_id: &project_id,
+            })
+            .expect("the guardrail object serialises");
             EventBody::Guardrail {
                 trace_id,
                 failed,
-                object: object.to_string(),
+                object,
             }
         }
         "prompt_created" => EventBody::Object {
             event_type: EventType::PromptCreated,
-            object: req_object(&m, "prompt")?,
+            object: m.req_object("prompt")?,
         },
         "prompt_committed" => EventBody::Object {
             event_type: EventType::PromptCommitted,
-            object: req_object(&m, "prompt_version")?,
+            object: m.req_object("prompt_version")?,
         },
         "prompt_deleted" => EventBody::Object {
             event_type: EventType::PromptDeleted,
-            object: req_object_array(&m, "prompts")?,
+            object: m.req_object_array("prompts")?,
         },
         "experiment_finished" => EventBody::Object {
             event_type: EventType::ExperimentFinished,
-            object: req_object_array(&m, "experiments")?,
+            object: m.req_object_array("experiments")?,
         },
         other => {
             return Err(format!(

@@ -32,6 +32,10 @@
 //! - [`ui`] is the console under `/ui/` (DESIGN §13): server-rendered pages built from the same
 //!   state the API reads, behind a signed session cookie and CSRF tokens.
 //! - [`memory`] returns freed heap to the OS after start-up, reloads and bursts.
+//! - Hardening (README "Limits and hardening"): [`rawjson`] parses bodies with limits acting
+//!   while parsing; [`budget`] caps the bytes a notification carries; [`quarantine`] sets aside
+//!   unreadable stored rows at open; [`retention`] bounds dead letters and the delivered log;
+//!   [`permissions`] keeps the data file private; [`server`] enforces deadlines and caps.
 //! - [`daemon`] starts it all, signals readiness to systemd, reloads on SIGHUP and stops gracefully.
 //!
 //! Crash safety follows from the order: events are durable before `202`, notifications are durable
@@ -39,6 +43,7 @@
 
 pub mod alert;
 pub mod api;
+pub mod budget;
 
 pub mod cli;
 pub mod clock;
@@ -55,10 +60,15 @@ pub mod memory;
 pub mod metrics;
 pub mod notification;
 pub mod otlp;
+pub mod permissions;
+pub mod quarantine;
+pub mod rawjson;
 pub mod redact;
 pub mod reload;
+pub mod retention;
 pub mod router;
 pub mod scheduler;
+pub mod secrets;
 pub mod server;
 pub mod silence;
 pub mod source;

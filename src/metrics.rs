@@ -39,6 +39,32 @@ struct Metrics {
     source_messages: Family<Labels, Counter>,
     source_last_error: Family<Labels, Gauge<f64, AtomicU64>>,
     engine: EngineMetrics,
+    hardening: HardeningMetrics,
+}
+
+/// What the store set aside or pruned to stay bounded and startable.
+struct HardeningMetrics {
+    quarantined: Gauge,
+    pruned: Family<Labels, Counter>,
+}
+
+fn hardening_metrics(registry: &mut Registry) -> HardeningMetrics {
+    let quarantined = Gauge::default();
+    registry.register(
+        "quarantined_rows",
+        "Stored rows set aside as unreadable (GET /v1/quarantine lists them)",
+        quarantined.clone(),
+    );
+    let pruned = Family::<Labels, Counter>::default();
+    registry.register(
+        "retention_pruned_rows",
+        "Dead letters and delivered-log rows deleted by retention, by table and reason",
+        pruned.clone(),
+    );
+    HardeningMetrics {
+        quarantined,
+        pruned,
+    }
 }
 
 /// The actor tree's own health.
@@ -215,6 +241,7 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
         .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
         .set(1);
     let engine = engine_metrics(&mut registry);
+    let hardening = hardening_metrics(&mut registry);
     let source_up = Family::<Labels, Gauge>::default();
     registry.register(
         "source_up",
@@ -259,6 +286,7 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
     );
     Metrics {
         engine,
+        hardening,
         registry,
         events,
         journal_commit,
@@ -487,6 +515,22 @@ pub fn otlp_root_spans(outcome: &'static str, n: u64) {
             .get_or_create(&vec![("outcome", outcome.to_string())])
             .inc_by(n);
     }
+}
+
+/// Sets the number of rows in quarantine.
+pub fn set_quarantined(n: u64) {
+    M.hardening.quarantined.set(n as i64);
+}
+
+/// Counts rows retention deleted from `table` because of `reason` (age or bytes).
+pub fn retention_pruned(table: &'static str, reason: &'static str, n: u64) {
+    M.hardening
+        .pruned
+        .get_or_create(&vec![
+            ("table", table.to_string()),
+            ("reason", reason.to_string()),
+        ])
+        .inc_by(n);
 }
 
 /// The Prometheus text exposition of every metric.

@@ -105,7 +105,7 @@ fn hide_url_path(text: &str, path: &str) -> String {
 
 /// The part of a URL that [`mask_url`] hides (path and query, without the leading `/`), in its
 /// normalised form and as written when that differs; nothing for a URL without a path.
-fn url_paths(url: &str) -> Vec<String> {
+pub(crate) fn url_paths(url: &str) -> Vec<String> {
     // As written: everything after the authority's first `/`. An invalid URL still names its
     // secret path in the TOML error's quoted line, so this does not rely on parsing.
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -124,13 +124,20 @@ fn url_paths(url: &str) -> Vec<String> {
     out
 }
 
-/// The secrets of one alert: its token, signing secret, routing key and URL path.
+/// The secrets of one alert: its token, signing secret (with and without `whsec_`), routing
+/// key, custom header values and URL path.
 pub fn spec_secrets(spec: &AlertSpec) -> Vec<Secret> {
-    let mut out: Vec<Secret> = [&spec.secret_token, &spec.signing_secret, &spec.routing_key]
+    let mut out: Vec<Secret> = [&spec.secret_token, &spec.routing_key]
         .into_iter()
+        .chain(spec.headers.values())
         .filter(|s| !s.is_empty())
         .map(|s| Secret::Value(s.clone()))
         .collect();
+    out.extend(
+        crate::secrets::signing_secret_forms(&spec.signing_secret)
+            .into_iter()
+            .map(Secret::Value),
+    );
     out.extend(url_paths(&spec.url).into_iter().map(Secret::UrlPath));
     out
 }

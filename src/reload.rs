@@ -49,6 +49,18 @@ fn restart_required(old: &Config, new: &Config) -> Vec<String> {
         o.header_timeout != n.header_timeout,
         "server.header_timeout",
     );
+    check(
+        o.max_connections_per_ip != n.max_connections_per_ip,
+        "server.max_connections_per_ip",
+    );
+    check(
+        o.request_timeout != n.request_timeout,
+        "server.request_timeout",
+    );
+    check(
+        o.max_large_bodies != n.max_large_bodies,
+        "server.max_large_bodies",
+    );
     check(old.storage.path != new.storage.path, "storage.path");
     keys
 }
@@ -97,6 +109,7 @@ pub async fn reload(
     };
     report.restart_required = restart_required(&old, &new);
     crate::logging::apply(&new.log);
+    crate::secrets::warn_if_open(&new, "reload");
     metrics::config_reload(true);
     if report.restart_required.is_empty() {
         tracing::info!(trigger, added = ?report.added, removed = ?report.removed,

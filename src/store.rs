@@ -91,6 +91,12 @@ const SILENCES: TableDefinition<u128, &[u8]> = TableDefinition::new("silences");
 /// Notification id → [`SuppressedDelivery`]: what silences kept from being sent, newest N.
 const SUPPRESSED_LOG: TableDefinition<u128, &[u8]> = TableDefinition::new("suppressed_log");
 
+/// Quarantine id (UUIDv7 as `u128`) → [`QuarantinedRow`]: stored rows that could not be read
+/// (corrupt, or too large for the codec's limit), set aside at open so alertd still starts.
+const QUARANTINE: TableDefinition<u128, &[u8]> = TableDefinition::new("quarantine");
+/// Quarantine id → the row's original bytes, never decoded, kept for inspection or repair.
+const QUARANTINE_BYTES: TableDefinition<u128, &[u8]> = TableDefinition::new("quarantine_bytes");
+
 const META_SCHEMA: &str = "schema_version";
 const META_LAST_SEQ: &str = "last_seq";
 const META_APPLIED: &str = "applied_through";
@@ -278,12 +284,10 @@ impl Store {
 
 fn open_db(path: &Path) -> Result<Database, StoreError> {
     {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                message: format!("cannot create directory {}: {e}", dir.display()),
-            })?;
-        }
+        crate::permissions::private_data_file(path).map_err(|message| StoreError::Open {
+            path: path.to_path_buf(),
+            message,
+        })?;
         // redb caches up to 1 GiB by default; alertd's hot set (recent inbox, outbox, checkpoints)
         // is small, and an edge host's memory is not.
         let db = Database::builder()
@@ -334,6 +338,9 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             txn.open_table(DELIVERY_LOG)?;
             txn.open_table(SILENCES)?;
             txn.open_table(SUPPRESSED_LOG)?;
+            txn.open_table(QUARANTINE)?;
+            txn.open_table(QUARANTINE_BYTES)?;
+            crate::quarantine::sweep(&txn)?;
         }
         txn.commit()?;
         Ok(db)
@@ -763,8 +770,13 @@ impl Store {
             let table = txn.open_table(OUTBOX)?;
             let mut out = Vec::new();
             for row in table.iter()? {
-                let (_, v) = row?;
-                out.push(decode("outbox", v.value())?);
+                let (k, v) = row?;
+                // Unreadable rows were quarantined at open; one corrupted since is skipped
+                // (and quarantined at the next start) rather than stopping the engine.
+                match decode("outbox", v.value()) {
+                    Ok(d) => out.push(d),
+                    Err(e) => tracing::error!(key = k.value(), error = %e, "skipping an unreadable outbox row"),
+                }
             }
             Ok(out)
         })
@@ -827,8 +839,13 @@ impl Store {
             let table = txn.open_table(def)?;
             let mut out = Vec::new();
             for row in table.iter()?.rev().take(limit) {
-                let (_, v) = row?;
-                out.push(decode(name, v.value())?);
+                let (k, v) = row?;
+                match decode(name, v.value()) {
+                    Ok(d) => out.push(d),
+                    Err(e) => {
+                        tracing::error!(table = name, key = k.value(), error = %e, "skipping an unreadable row; it is quarantined at the next start")
+                    }
+                }
             }
             Ok(out)
         })
@@ -869,6 +886,180 @@ impl Store {
             txn.commit()?;
             Ok(requeued)
         })
+    }
+}
+
+/// Quarantine and retention: what keeps the file startable and bounded.
+impl Store {
+    /// Newest-first quarantined rows, at most `limit`, and how many there are in all.
+    pub fn list_quarantine(
+        &self,
+        limit: usize,
+    ) -> Result<(Vec<crate::quarantine::QuarantinedRow>, u64), StoreError> {
+        self.with(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(QUARANTINE)?;
+            let mut out = Vec::new();
+            for row in table.iter()?.rev().take(limit) {
+                let (_, v) = row?;
+                out.push(decode("quarantine", v.value())?);
+            }
+            Ok((out, table.len()?))
+        })
+    }
+
+    /// Applies delivery retention at `now_ms` to the dead letters and the delivered log: rows
+    /// older than the age limit go, then the oldest rows while the table is over its byte
+    /// limit. Ages come from the keys (UUIDv7 notification ids carry their creation time), so
+    /// nothing is decoded. Returns (table, reason, rows deleted) for what was deleted.
+    pub fn apply_retention(
+        &self,
+        rules: &[crate::retention::Retention],
+        now_ms: i64,
+    ) -> Result<Vec<(&'static str, &'static str, u64)>, StoreError> {
+        self.with(|db| {
+            let mut plan = Vec::new();
+            {
+                let txn = db.begin_read()?;
+                for rule in rules {
+                    let def = match rule.table {
+                        "dead_letters" => DEAD_LETTERS,
+                        _ => DELIVERY_LOG,
+                    };
+                    let table = txn.open_table(def)?;
+                    let rows: Vec<(u128, usize)> = table
+                        .iter()?
+                        .map(|r| r.map(|(k, v)| (k.value(), v.value().len())))
+                        .collect::<Result<_, _>>()?;
+                    plan.push((rule, crate::retention::plan(&rows, rule, now_ms)));
+                }
+            }
+            if plan.iter().all(|(_, p)| p.is_empty()) {
+                return Ok(Vec::new());
+            }
+            let txn = durable(db)?;
+            let mut done = Vec::new();
+            {
+                for (rule, p) in &plan {
+                    let def = match rule.table {
+                        "dead_letters" => DEAD_LETTERS,
+                        _ => DELIVERY_LOG,
+                    };
+                    let mut table = txn.open_table(def)?;
+                    let (mut age, mut bytes) = (0, 0);
+                    for (key, reason) in p {
+                        if table.remove(*key)?.is_some() {
+                            if *reason == "age" {
+                                age += 1
+                            } else {
+                                bytes += 1
+                            }
+                        }
+                    }
+                    if age > 0 {
+                        done.push((rule.table, "age", age));
+                    }
+                    if bytes > 0 {
+                        done.push((rule.table, "bytes", bytes));
+                    }
+                }
+            }
+            txn.commit()?;
+            Ok(done)
+        })
+    }
+}
+
+/// The tables the quarantine sweep reads, for [`crate::quarantine`].
+pub(crate) mod tables {
+    use super::*;
+
+    /// A stored-value table, by name, with the type its rows decode to.
+    pub enum Swept {
+        Outbox,
+        DeadLetters,
+        DeliveryLog,
+        SuppressedLog,
+        Silences,
+    }
+
+    impl Swept {
+        pub const ALL: [Swept; 5] = [
+            Swept::Outbox,
+            Swept::DeadLetters,
+            Swept::DeliveryLog,
+            Swept::SuppressedLog,
+            Swept::Silences,
+        ];
+
+        pub fn name(&self) -> &'static str {
+            match self {
+                Swept::Outbox => "outbox",
+                Swept::DeadLetters => "dead_letters",
+                Swept::DeliveryLog => "delivery_log",
+                Swept::SuppressedLog => "suppressed_log",
+                Swept::Silences => "silences",
+            }
+        }
+
+        fn def(&self) -> TableDefinition<'static, u128, &'static [u8]> {
+            match self {
+                Swept::Outbox => OUTBOX,
+                Swept::DeadLetters => DEAD_LETTERS,
+                Swept::DeliveryLog => DELIVERY_LOG,
+                Swept::SuppressedLog => SUPPRESSED_LOG,
+                Swept::Silences => SILENCES,
+            }
+        }
+
+        /// Why a row of this table cannot be read, if it cannot.
+        fn unreadable(&self, bytes: &[u8]) -> Option<String> {
+            let r = match self {
+                Swept::Outbox | Swept::DeadLetters | Swept::DeliveryLog => {
+                    codec::decode::<Delivery>(bytes).map(|_| ())
+                }
+                Swept::SuppressedLog => codec::decode::<SuppressedDelivery>(bytes).map(|_| ()),
+                Swept::Silences => codec::decode::<Silence>(bytes).map(|_| ()),
+            };
+            r.err().map(|e| e.to_string())
+        }
+    }
+
+    /// Moves every unreadable row of `which` into the quarantine; returns what was moved as
+    /// (key, reason, size).
+    pub fn quarantine_unreadable(
+        txn: &redb::WriteTransaction,
+        which: &Swept,
+        mut entry: impl FnMut(u128, &str, usize) -> (u128, Vec<u8>),
+    ) -> Result<Vec<(u128, String, usize)>, StoreError> {
+        let mut table = txn.open_table(which.def())?;
+        let mut bad = Vec::new();
+        for row in table.iter()? {
+            let (k, v) = row?;
+            if let Some(reason) = which.unreadable(v.value()) {
+                bad.push((k.value(), reason, v.value().len()));
+            }
+        }
+        if bad.is_empty() {
+            return Ok(bad);
+        }
+        let mut q = txn.open_table(QUARANTINE)?;
+        let mut qb = txn.open_table(QUARANTINE_BYTES)?;
+        for (key, reason, size) in &bad {
+            let raw = table
+                .remove(*key)?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_default();
+            let (id, meta) = entry(*key, reason, *size);
+            q.insert(id, meta.as_slice())?;
+            qb.insert(id, raw.as_slice())?;
+        }
+        Ok(bad)
+    }
+
+    /// Rows in quarantine.
+    pub fn quarantined(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
+        Ok(txn.open_table(QUARANTINE)?.len()?)
     }
 }
 

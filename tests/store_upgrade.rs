@@ -57,6 +57,11 @@ fn a_schema_1_file_keeps_its_events_state_and_history_and_takes_silences() {
         assert_eq!(delivered.len(), 1);
         assert_eq!(delivered[0].last_status, Some(200));
         assert!(store.load_outbox().unwrap().is_empty());
+        assert_eq!(
+            store.list_quarantine(10).unwrap().1,
+            0,
+            "every row of the old file reads; the quarantine tables are new and empty"
+        );
         assert!(store.silences().is_empty());
         assert!(store.list_suppressed(10).unwrap().is_empty());
         let s = store

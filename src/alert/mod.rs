@@ -353,12 +353,18 @@ impl AlertState {
                 items: Vec::new(),
             });
             bucket.count += 1;
+            // Byte budgets (crate::budget): an oversized object becomes a marker, and objects
+            // past the message budget are counted but not listed, like those past the cap.
             if bucket.items.len() < cap {
-                bucket.items.push(BucketItem {
-                    id: event.id.clone(),
-                    user: event.user.clone(),
-                    object: object.clone(),
-                });
+                let object = crate::budget::fit_object(object, self.spec.max_object_bytes);
+                let used: usize = bucket.items.iter().map(|i| i.object.len() + 1).sum();
+                if used + object.len() < self.spec.max_message_bytes {
+                    bucket.items.push(BucketItem {
+                        id: event.id.clone(),
+                        user: event.user.clone(),
+                        object: object.into_owned(),
+                    });
+                }
             }
             applied.counted = true;
         }

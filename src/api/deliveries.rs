@@ -29,7 +29,8 @@ pub fn delivery_json(d: &Delivery) -> serde_json::Value {
         "url": mask_url(&d.url),
         "attempts": d.attempts,
         "last_status": d.last_status,
-        "last_error": d.last_error,
+        // Scrubbed again: rows stored by an older alertd may hold an echoed secret.
+        "last_error": d.last_error.as_deref().map(|e| crate::redact::redact(e, &crate::secrets::delivery_secrets(d))),
         "next_attempt_at": rfc3339_ms(d.next_attempt_ms),
         "created_at": rfc3339_ms(d.created_ms),
         "finished_at": d.finished_ms.map(rfc3339_ms),

@@ -6,14 +6,64 @@ use crate::clock::now_ms;
 use crate::ingest::{self, Limits};
 use crate::journal::JournalMsg;
 use crate::metrics;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+
+/// A body up to this size is read and parsed without waiting for the [`BodyGate`].
+pub const SMALL_BODY: usize = 64 * 1024;
+
+/// Bounds how many large bodies are read and parsed at once (`server.max_large_bodies`):
+/// without it, a dozen concurrent 8 MiB bodies hold a dozen buffers and parses at once.
+#[derive(Clone)]
+pub struct BodyGate(Arc<Semaphore>);
+
+impl BodyGate {
+    /// A gate with `n` permits.
+    pub fn new(n: usize) -> BodyGate {
+        BodyGate(Arc::new(Semaphore::new(n.max(1))))
+    }
+}
+
+/// Why a body could not be read: too large (413), too slow (408), or broken (400).
+fn read_error(e: axum::Error, max_body: impl std::fmt::Display) -> Response {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            metrics::events("unknown", "rejected", 1);
+            return ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body exceeds server.max_body ({max_body})"),
+            )
+            .into_response();
+        }
+        cur = err.source();
+    }
+    if crate::server::is_deadline(&e) {
+        let mut r = ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            "the body did not arrive within server.request_timeout".into(),
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return r;
+    }
+    ApiError(
+        StatusCode::BAD_REQUEST,
+        format!("cannot read the body: {e}"),
+    )
+    .into_response()
+}
 
 #[derive(Serialize)]
 struct Accepted {
@@ -23,28 +73,43 @@ struct Accepted {
 
 pub(super) async fn post_events(
     State(s): State<AppState>,
+    Extension(gate): Extension<BodyGate>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    let body = match body {
+    let cfg = s.config();
+    let max_body = cfg.server.max_body;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body.as_u64()) {
+        metrics::events("unknown", "rejected", 1);
+        return ApiError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body exceeds server.max_body ({max_body})"),
+        )
+        .into_response();
+    }
+    // Large or unknown-size bodies take a permit for reading and parsing; the events they
+    // become are smaller than the body, and the permit is returned before the journal wait.
+    let permit = match declared {
+        Some(n) if n as usize <= SMALL_BODY => None,
+        _ => Some(
+            gate.0
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the body gate is never closed"),
+        ),
+    };
+    let body: Bytes = match axum::body::to_bytes(body, max_body.as_u64() as usize).await {
         Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            metrics::events("unknown", "rejected", 1);
-            return ApiError(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "body exceeds server.max_body ({})",
-                    s.config().server.max_body
-                ),
-            )
-            .into_response();
-        }
-        Err(e) => return ApiError(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+        Err(e) => return read_error(e, max_body),
     };
     if !s.inner().accepting.load(Ordering::Acquire) {
         return unavailable("alertd is shutting down; retry against the restarted daemon");
     }
-    let cfg = s.config();
     let limits = Limits {
         max_events: cfg.ingest.max_batch_events,
         max_line: cfg.server.max_line.as_u64() as usize,
@@ -55,19 +120,25 @@ pub(super) async fn post_events(
             .and_then(|v| v.to_str().ok()),
     );
     let now = now_ms();
-    let parsed = if body.len() > 64 * 1024 {
-        tokio::task::spawn_blocking(move || ingest::parse_body(&body, ndjson, now, limits))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ingest::Rejection {
-                    status: 500,
-                    error: e.to_string(),
-                    details: vec![],
-                })
+    let max_object = cfg.engine.max_object_bytes.as_u64() as usize;
+    let parsed = if body.len() > SMALL_BODY {
+        tokio::task::spawn_blocking(move || {
+            ingest::parse_body(&body, ndjson, now, limits)
+                .map(|events| ingest::fit_objects(events, max_object))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ingest::Rejection {
+                status: 500,
+                error: e.to_string(),
+                details: vec![],
             })
+        })
     } else {
         ingest::parse_body(&body, ndjson, now, limits)
+            .map(|events| ingest::fit_objects(events, max_object))
     };
+    drop(permit);
     let events = match parsed {
         Ok(e) => e,
         Err(r) => {

@@ -14,6 +14,9 @@ pub struct Target {
     /// Daemon base URL (default: from server.listen of the config).
     #[arg(long)]
     url: Option<String>,
+    /// Bearer token (default: server.auth_token of the config, sent only to its own address).
+    #[arg(long, env = "ALERTD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -78,7 +81,7 @@ pub async fn run(cmd: SilenceCommand) -> anyhow::Result<()> {
             created_by,
             target,
         } => {
-            let d = daemon(&target.config, target.url)?;
+            let d = daemon(&target.config, target.url, target.token)?;
             let mut body = json!({
                 "alert": alert,
                 "event_types": events,
@@ -113,7 +116,7 @@ pub async fn run(cmd: SilenceCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SilenceCommand::List { target } => {
-            let d = daemon(&target.config, target.url)?;
+            let d = daemon(&target.config, target.url, target.token)?;
             let body = d.call(reqwest::Method::GET, "/v1/silences").await?;
             let rows = body["silences"].as_array().cloned().unwrap_or_default();
             say!(
@@ -158,7 +161,7 @@ pub async fn run(cmd: SilenceCommand) -> anyhow::Result<()> {
             Ok(())
         }
         SilenceCommand::Expire { id, target } => {
-            let d = daemon(&target.config, target.url)?;
+            let d = daemon(&target.config, target.url, target.token)?;
             let body = d
                 .call(reqwest::Method::DELETE, &format!("/v1/silences/{id}"))
                 .await?;

@@ -85,8 +85,13 @@ impl Sender {
         Ok(c)
     }
 
-    /// Sends `d` once.
+    /// Sends `d` once. The answer is scrubbed of the delivery's secrets before anyone stores,
+    /// logs or returns it: a receiver may echo the request's headers.
     pub async fn attempt(&self, d: &Delivery, now_secs: i64) -> Attempt {
+        crate::secrets::scrub_attempt(self.attempt_unscrubbed(d, now_secs).await, d)
+    }
+
+    async fn attempt_unscrubbed(&self, d: &Delivery, now_secs: i64) -> Attempt {
         let url = match reqwest::Url::parse(&d.url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => u,
             _ => {

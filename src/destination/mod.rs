@@ -10,6 +10,7 @@ pub mod pagerduty;
 pub mod signature;
 pub mod slack;
 
+use crate::budget;
 use crate::config::{AlertSpec, DestinationKind};
 use crate::delivery::Delivery;
 use crate::notification::Notification;
@@ -39,12 +40,25 @@ impl Context {
     }
 }
 
-/// The request body for `n` as `alert`'s destination expects it.
+/// PagerDuty refuses an event over 512 KB; its objects get this much, leaving room for the rest.
+pub const PAGERDUTY_ITEMS_BUDGET: usize = 480 * 1000;
+
+/// The request body for `n` as `alert`'s destination expects it. The events' objects are cut to
+/// `engine.max_message_bytes` (and PagerDuty's own limit) with a marker ([`budget::fit_items`]);
+/// Slack's text has limits of its own.
 pub fn body(n: &Notification, alert: &AlertSpec, ctx: &Context) -> String {
+    let within = |budget: usize| match budget::fit_items(&n.items, budget) {
+        None => std::borrow::Cow::Borrowed(n),
+        Some(items) => std::borrow::Cow::Owned(Notification { items, ..n.clone() }),
+    };
     match alert.destination {
-        DestinationKind::General => general::body(n, ctx),
+        DestinationKind::General => general::body(&within(alert.max_message_bytes), ctx),
         DestinationKind::Slack => slack::body(n, alert),
-        DestinationKind::PagerDuty => pagerduty::body(n, alert, ctx),
+        DestinationKind::PagerDuty => pagerduty::body(
+            &within(alert.max_message_bytes.min(PAGERDUTY_ITEMS_BUDGET)),
+            alert,
+            ctx,
+        ),
     }
 }
 
