@@ -229,10 +229,23 @@ fn data_file_bound(batches: usize) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_at_random_moments_loses_no_event_and_no_notification() {
+    torture(&[], false).await;
+}
+
+// Multi-threaded: the generator and the killer run beside the test thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_with_alert_panics_and_reloads_loses_no_event_and_no_notification() {
+    // In every process the cost alert's actor dies at its first tick and is restarted from its
+    // checkpoint plus replay, and the config is reloaded between kills: restarts and reloads race
+    // kills, replay and ticks.
+    torture(&[("TESTHOOK_ALERTD_PANIC", "cost")], true).await;
+}
+
+async fn torture(env: &[(&str, &str)], reloads: bool) {
     let dir = tempfile::tempdir().unwrap();
     let rx = Receiver::start().await;
     let cfg = TORTURE_ALERTS.replace("RX", &rx.url(""));
-    let mut d = Daemon::prepare(dir.path(), &cfg, &[]);
+    let mut d = Daemon::prepare(dir.path(), &cfg, env);
     let mut starts = 0;
     let mut watch = StartWatch::launch(&mut d, starts);
     let mut startup = watch.wait(&mut d).await;
@@ -286,6 +299,14 @@ async fn kill_nine_at_random_moments_loses_no_event_and_no_notification() {
             tokio::time::sleep(Duration::from_micros(rng.random_range(0..=2 * rtt))).await;
         } else {
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        }
+        if reloads && rng.random_bool(0.5) {
+            // A reload racing ticks and ingest (it may also race the kill: errors are fine).
+            let _ = reqwest::Client::new()
+                .post(format!("{}/v1/reload", d.base))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
         }
         during_ingest += usize::from(!traffic.done.load(Ordering::SeqCst));
         traffic.kills.fetch_add(1, Ordering::SeqCst);
@@ -421,11 +442,12 @@ async fn kill_nine_at_random_moments_loses_no_event_and_no_notification() {
         "dead letters: {dead}"
     );
     let logs = d.logs();
-    assert!(
-        !logs.contains("panicked"),
-        "a panic in the logs:\n{}",
-        tail(&logs)
-    );
+    // Panics the test hook causes name themselves; any other is a bug.
+    let unexpected = logs
+        .lines()
+        .zip(logs.lines().skip(1))
+        .any(|(l, next)| l.contains("panicked") && !next.contains("test hook"));
+    assert!(!unexpected, "a panic in the logs:\n{}", tail(&logs));
     // Every event was applied by every alert, so the inbox was pruned empty.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -455,6 +477,12 @@ async fn kill_nine_at_random_moments_loses_no_event_and_no_notification() {
         biggest <= bound,
         "the data file reached {biggest} bytes (bound {bound}): {sizes:?}"
     );
+    if !env.is_empty() {
+        assert!(
+            d.logs().contains("restarting it from its checkpoint"),
+            "the panic hook never killed the alert"
+        );
+    }
 }
 
 fn env_or(name: &str, default: usize) -> usize {
