@@ -215,22 +215,6 @@ impl RouterState {
     }
 }
 
-/// Reads one replay chunk, retrying while the store is failing: a storage error must not stop the
-/// router (and with it the daemon); the store reopens itself and the replay resumes where it was.
-async fn read_chunk_retrying(store: &Store, after: u64) -> Vec<(u64, Event)> {
-    let mut wait = std::time::Duration::from_millis(100);
-    loop {
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.read_inbox(after, REPLAY_CHUNK)).await {
-            Ok(Ok(chunk)) => return chunk,
-            Ok(Err(e)) => tracing::error!(error = %e, "replay cannot read the inbox; retrying"),
-            Err(e) => tracing::error!(error = %e, "replay read task failed; retrying"),
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(std::time::Duration::from_secs(5));
-    }
-}
-
 impl Actor for Router {
     type Msg = RouterMsg;
     type State = RouterState;
@@ -276,7 +260,12 @@ impl Actor for Router {
                 if let Some(from) = replaying.iter().filter_map(|r| r.replay_after).min() {
                     let mut after = from;
                     while after < state.routed_through {
-                        let chunk = read_chunk_retrying(&state.store, after).await;
+                        let chunk = crate::alert::supervisor::retrying(
+                            "replaying the inbox",
+                            &state.store,
+                            move |s| s.read_inbox(after, REPLAY_CHUNK),
+                        )
+                        .await;
                         if chunk.is_empty() {
                             break;
                         }

@@ -235,12 +235,8 @@ impl Actor for Supervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, reason)) = crate::supervisor::death(event) else {
+            return Ok(());
         };
         let id = cell.get_id();
         let name = [
@@ -260,6 +256,19 @@ impl Actor for Supervisor {
             }
         }
         Ok(())
+    }
+}
+
+/// The child and the reason when a supervision event says a child died (panicked, returned an
+/// error, or stopped); `None` for events that are not deaths. Every supervisor in the tree reads
+/// its events through this one place.
+pub fn death(event: SupervisionEvent) -> Option<(ractor::ActorCell, String)> {
+    match event {
+        SupervisionEvent::ActorFailed(cell, err) => Some((cell, err.to_string())),
+        SupervisionEvent::ActorTerminated(cell, _, reason) => {
+            Some((cell, reason.unwrap_or_else(|| "stopped".into())))
+        }
+        _ => None,
     }
 }
 

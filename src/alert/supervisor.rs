@@ -173,9 +173,9 @@ pub fn registration(
     }
 }
 
-/// Runs a store read on a blocking thread, retrying while the store fails: a storage error while
-/// (re)starting alerts must not stop the daemon; the store reopens itself.
-async fn retrying<T: Send + 'static>(
+/// Runs a store call on a blocking thread, retrying while the store fails: a storage error while
+/// (re)starting alerts or replaying must not stop the daemon; the store reopens itself.
+pub async fn retrying<T: Send + 'static>(
     what: &'static str,
     store: &Store,
     f: impl Fn(&Store) -> Result<T, crate::store::StoreError> + Send + Sync + Clone + 'static,
@@ -513,12 +513,8 @@ impl Actor for AlertSupervisor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, reason)) = crate::supervisor::death(event) else {
+            return Ok(());
         };
         if let Some((id, generation)) = state.by_actor.remove(&cell.get_id()) {
             let _ = state.tick_replies.send(TickReply {

@@ -147,22 +147,9 @@ pub(super) async fn post_events(
             return (status, Json(r)).into_response();
         }
     };
-    let n = events.len();
     let batch_kind = single_kind(&events);
-    let before = s.inner().queued.fetch_add(n, Ordering::AcqRel);
-    if before + n > cfg.ingest.max_queued_events && before > 0 {
-        s.inner().queued.fetch_sub(n, Ordering::AcqRel);
-        return unavailable("the journal queue is full; retry shortly");
-    }
-    // No timeout: the journal answers every request once its commit is over, and an answer
-    // given before that could not say whether the events were stored.
-    let r = s
-        .inner()
-        .journal
-        .call(|reply| JournalMsg::Append(events, reply), None)
-        .await;
-    match r {
-        Ok(ractor::rpc::CallResult::Success(Ok(a))) => {
+    match append(&s, &cfg, events).await {
+        Ok(a) => {
             if a.duplicates > 0 {
                 metrics::events(batch_kind, "duplicate", a.duplicates as u64);
             }
@@ -175,10 +162,33 @@ pub(super) async fn post_events(
             )
                 .into_response()
         }
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => unavailable(e),
-        _ => unavailable(
-            "the journal stopped while committing: the events may or may not be stored; a retry with client ids is counted once",
-        ),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// Hands validated events to the journal and waits for their commit; shared by every ingest
+/// route (`/v1/events`, `/v1/traces`). Refuses at once when the journal queue is full. No
+/// timeout: the journal answers every request once its commit is over, and an answer given
+/// before that could not say whether the events were stored. The error is the 503's message.
+pub(crate) async fn append(
+    s: &AppState,
+    cfg: &crate::config::Config,
+    events: Vec<crate::store::NewEvent>,
+) -> Result<crate::journal::Appended, String> {
+    let inner = s.inner();
+    let n = events.len();
+    let before = inner.queued.fetch_add(n, Ordering::AcqRel);
+    if before + n > cfg.ingest.max_queued_events && before > 0 {
+        inner.queued.fetch_sub(n, Ordering::AcqRel);
+        return Err("the journal queue is full; retry shortly".into());
+    }
+    let r = inner
+        .journal
+        .call(|reply| JournalMsg::Append(events, reply), None)
+        .await;
+    match r {
+        Ok(ractor::rpc::CallResult::Success(r)) => r,
+        _ => Err("the journal stopped while committing: the events may or may not be stored; a retry with client ids is counted once".into()),
     }
 }
 

@@ -9,7 +9,7 @@
 
 mod alerts;
 pub(crate) mod deliveries;
-mod events;
+pub(crate) mod events;
 mod health;
 mod quarantine;
 mod reload;

@@ -247,12 +247,8 @@ impl Actor for Dispatcher {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, reason)) = crate::supervisor::death(event) else {
+            return Ok(());
         };
         let id = cell.get_id();
         state.idle.retain(|w| w.get_id() != id);

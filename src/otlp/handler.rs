@@ -12,9 +12,7 @@ use super::decode::{self, code, BodyError, Compression, Encoding};
 use super::map::{self, Context, Mapping};
 use crate::api::AppState;
 use crate::clock::now_ms;
-use crate::journal::{Appended, JournalMsg};
 use crate::metrics;
-use crate::store::NewEvent;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -148,7 +146,7 @@ pub async fn post_traces(State(s): State<AppState>, headers: HeaderMap, body: Bo
     let events = mapping.into_events(now);
     if !events.is_empty() {
         let n = events.len() as u64;
-        match append(&s, &cfg, events).await {
+        match crate::api::events::append(&s, &cfg, events).await {
             Ok(a) => {
                 metrics::otlp_root_spans("accepted", a.accepted as u64);
                 metrics::otlp_root_spans("duplicate", a.duplicates as u64);
@@ -174,30 +172,6 @@ pub async fn post_traces(State(s): State<AppState>, headers: HeaderMap, body: Bo
 
 /// Hands events to the journal the way `POST /v1/events` does: counted against
 /// `ingest.max_queued_events` first, answered only after the durable commit.
-async fn append(
-    s: &AppState,
-    cfg: &crate::config::Config,
-    events: Vec<NewEvent>,
-) -> Result<Appended, String> {
-    let inner = s.inner();
-    let n = events.len();
-    let before = inner.queued.fetch_add(n, Ordering::AcqRel);
-    if before + n > cfg.ingest.max_queued_events && before > 0 {
-        inner.queued.fetch_sub(n, Ordering::AcqRel);
-        return Err("the journal queue is full; retry shortly".into());
-    }
-    let r = inner
-        .journal
-        // No timeout, as for /v1/events: the journal answers once the commit is over.
-        .call(|reply| JournalMsg::Append(events, reply), None)
-        .await;
-    match r {
-        Ok(ractor::rpc::CallResult::Success(Ok(a))) => Ok(a),
-        Ok(ractor::rpc::CallResult::Success(Err(e))) => Err(e),
-        _ => Err("the journal stopped while committing: the traces may or may not be stored; a retried export is counted once (trace ids are client ids)".into()),
-    }
-}
-
 /// Reads the whole body, refusing more than `max` bytes.
 async fn read_limited(body: Body, max: usize) -> Result<Bytes, BodyError> {
     axum::body::to_bytes(body, max).await.map_err(|e| {
