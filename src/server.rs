@@ -59,9 +59,13 @@ pub fn is_deadline(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// A request body that fails with [`RequestDeadline`] once its deadline passes.
+///
+/// The timer is armed only when the body is not all there at the first read: most ingest bodies
+/// arrive with their headers, and a timer per request cost a timer-wheel insert and removal.
 struct Deadline {
     inner: Body,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl http_body::Body for Deadline {
@@ -76,7 +80,11 @@ impl http_body::Body for Deadline {
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
             return Poll::Ready(frame);
         }
-        match this.sleep.as_mut().poll(cx) {
+        let deadline = this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Some(Err(axum::Error::new(RequestDeadline)))),
             Poll::Pending => Poll::Pending,
         }
@@ -163,7 +171,8 @@ pub async fn serve(
         req.map(|b| {
             Body::new(Deadline {
                 inner: b,
-                sleep: Box::pin(tokio::time::sleep(request_timeout)),
+                deadline: tokio::time::Instant::now() + request_timeout,
+                sleep: None,
             })
         })
     }));
