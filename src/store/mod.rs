@@ -6,6 +6,9 @@
 //! as `u128`, so ranges scan in time order.
 
 use crate::codec::{self, CodecError};
+use inbox::INBOX;
+
+mod inbox;
 use crate::delivery::{Delivery, DeliveryStatus};
 use crate::event::Event;
 use crate::silence::engine::SuppressedDelivery;
@@ -28,10 +31,12 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// checkpoints that carry silence marks after their trigger states (the alert module reads both
 /// checkpoint layouts, so upgrading rewrites nothing; the number keeps an older alertd, which
 /// would not understand new checkpoints, from opening the file).
-pub const SCHEMA_VERSION: u64 = 3;
+///
+/// 3: client ids in hashed, time-bucketed tables. 4: the inbox holds one row per journal commit
+/// (`inbox_chunks`, see [`inbox`]).
+pub const SCHEMA_VERSION: u64 = 4;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
 const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
 const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
 const DEAD_LETTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("dead_letters");
@@ -374,6 +379,9 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
         txn.delete_table(OLD_INGEST_IDS)?;
         txn.delete_table(OLD_INGEST_ID_TIMES)?;
     }
+    if from < 4 {
+        inbox::migrate(txn)?;
+    }
     Ok(())
 }
 
@@ -412,9 +420,9 @@ impl Store {
             let txn = durable(db)?;
             let mut outcomes = Vec::with_capacity(requests.len());
             {
-                let mut meta = txn.open_table(META)?;
+                let meta = txn.open_table(META)?;
                 let mut inbox = txn.open_table(INBOX)?;
-                let mut seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
+                let mut seq = inbox::last_seq(&meta, &inbox)?;
                 // Client ids: the current bucket takes new ids; older live buckets are looked up.
                 let any_ids = requests.iter().flatten().any(|n| n.client_id.is_some());
                 let width = id_bucket_width(dedup_window_ms);
@@ -458,12 +466,17 @@ impl Store {
                             current.insert(key, now_ms)?;
                         }
                         seq += 1;
-                        inbox.insert(seq, codec::encode(&new.event).as_slice())?;
                         outcome.stored.push((seq, new.event));
                     }
                     outcomes.push(outcome);
                 }
-                meta.insert(META_LAST_SEQ, seq)?;
+                let mut stored = outcomes.iter().flat_map(|o| &o.stored).peekable();
+                if let Some(&&(first, _)) = stored.peek() {
+                    inbox.insert(
+                        seq,
+                        inbox::encode_chunk(first, stored.map(|(_, e)| e)).as_slice(),
+                    )?;
+                }
             }
             txn.commit()?;
             self.inner.last_append_ms.store(now_ms, Ordering::Release);
@@ -553,8 +566,7 @@ impl Store {
     pub fn last_seq(&self) -> Result<u64, StoreError> {
         self.with(|db| {
             let txn = db.begin_read()?;
-            let meta = txn.open_table(META)?;
-            Ok(meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0))
+            inbox::last_seq(&txn.open_table(META)?, &txn.open_table(INBOX)?)
         })
     }
 
@@ -571,13 +583,7 @@ impl Store {
     pub fn read_inbox(&self, after: u64, limit: usize) -> Result<Vec<(u64, Event)>, StoreError> {
         self.with(|db| {
             let txn = db.begin_read()?;
-            let inbox = txn.open_table(INBOX)?;
-            let mut out = Vec::new();
-            for row in inbox.range(after.saturating_add(1)..)?.take(limit) {
-                let (k, v) = row?;
-                out.push((k.value(), decode("inbox", v.value())?));
-            }
-            Ok(out)
+            inbox::read(&txn.open_table(INBOX)?, after, limit)
         })
     }
 
@@ -585,7 +591,7 @@ impl Store {
     pub fn inbox_len(&self) -> Result<u64, StoreError> {
         self.with(|db| {
             let txn = db.begin_read()?;
-            Ok(txn.open_table(INBOX)?.len()?)
+            inbox::len(&txn.open_table(INBOX)?)
         })
     }
 
@@ -667,20 +673,8 @@ impl Store {
                 if through > applied {
                     meta.insert(META_APPLIED, through)?;
                 }
-                let mut inbox = txn.open_table(INBOX)?;
-                let last = inbox
-                    .range(..=through)?
-                    .take(max_rows)
-                    .last()
-                    .transpose()?
-                    .map(|(k, _)| k.value());
-                let rows_done = match last {
-                    None => true,
-                    Some(k) => {
-                        inbox.retain_in(..=k, |_, _| false)?;
-                        k == through || inbox.range(..=through)?.next().is_none()
-                    }
-                };
+                drop(meta);
+                let rows_done = inbox::prune(&txn, through, max_rows)?;
                 // Whole buckets of client ids expire; over the cap, the oldest go early.
                 let mut buckets = id_buckets(&txn)?;
                 let mut remembered = 0u64;
