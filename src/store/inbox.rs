@@ -1,4 +1,5 @@
-//! The inbox: accepted events awaiting every alert, stored as one row per journal commit.
+//! The inbox: accepted events awaiting every alert, stored as one row per journal commit
+//! (per thousand events of it).
 //!
 //! A row per event cost a B-tree insert per event (a fifth of the CPU of batched ingest) and a
 //! delete per event when pruned. A commit's events get consecutive sequence numbers, so they are
@@ -6,6 +7,8 @@
 //! number (8 bytes, little endian) followed by the encoded events. Keying by the *last* number
 //! makes "the chunk holding sequence `s` or the next one" a plain `range(s..)`, and the inbox's
 //! last sequence number its last key.
+//!
+//! A chunk holds at most [`CHUNK_EVENTS`] events.
 //!
 //! Pruning deletes whole chunks at or below the point every alert has applied; a chunk that
 //! straddles it stays until the alerts pass its end (readers skip what they have applied).
@@ -19,8 +22,32 @@ pub(super) const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbo
 /// Schema ≤ 3: one row per event (sequence number → encoded event); migrated to chunks.
 const OLD_INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
 
-/// Events per chunk when old rows are migrated (new chunks hold one commit, however large).
-const MIGRATED_CHUNK: usize = 1_000;
+/// Most events in one chunk: large enough that the per-row cost vanishes, small enough that a
+/// commit of several 8 MiB batches is not encoded into one buffer of their whole size.
+const CHUNK_EVENTS: usize = 1_000;
+
+/// Stores a commit's events (consecutive sequence numbers, in order) as chunks.
+pub(super) fn insert<'a>(
+    inbox: &mut redb::Table<u64, &'static [u8]>,
+    stored: impl Iterator<Item = &'a (u64, Event)>,
+) -> Result<(), StoreError> {
+    let mut chunk: Vec<&(u64, Event)> = Vec::with_capacity(CHUNK_EVENTS);
+    let mut flush = |chunk: &mut Vec<&(u64, Event)>| -> Result<(), StoreError> {
+        if let (Some(first), Some(last)) = (chunk.first(), chunk.last()) {
+            let value = encode_chunk(first.0, chunk.iter().map(|(_, e)| e));
+            inbox.insert(last.0, value.as_slice())?;
+        }
+        chunk.clear();
+        Ok(())
+    };
+    for row in stored {
+        chunk.push(row);
+        if chunk.len() == CHUNK_EVENTS {
+            flush(&mut chunk)?;
+        }
+    }
+    flush(&mut chunk)
+}
 
 /// One stored chunk's value.
 pub(super) fn encode_chunk<'a>(first: u64, events: impl Iterator<Item = &'a Event>) -> Vec<u8> {
@@ -155,7 +182,7 @@ pub(super) fn migrate(txn: &WriteTransaction) -> Result<(), StoreError> {
             };
             match chunks.last_mut() {
                 Some(c)
-                    if c.len() < MIGRATED_CHUNK && c.last().is_some_and(|(s, _)| s + 1 == seq) =>
+                    if c.len() < CHUNK_EVENTS && c.last().is_some_and(|(s, _)| s + 1 == seq) =>
                 {
                     c.push((seq, event))
                 }
@@ -269,6 +296,33 @@ mod tests {
         let store = Store::open(&dir.path().join("a.redb")).unwrap();
         let out = store.append(vec![vec![new("e")]], 1_000, 60_000).unwrap();
         assert_eq!(out[0].stored[0].0, 5);
+    }
+
+    #[test]
+    fn a_large_commit_is_split_into_bounded_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.redb")).unwrap();
+        let batch = (0..2_500).map(|i| new(&format!("e{i}"))).collect();
+        store.append(vec![batch], 1_000, 60_000).unwrap();
+        let rows = {
+            let db = store.db().unwrap();
+            let txn = redb::ReadableDatabase::begin_read(&*db).unwrap();
+            let t = txn.open_table(INBOX).unwrap();
+            t.iter()
+                .unwrap()
+                .map(|r| r.unwrap().0.value())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rows, [1_000, 2_000, 2_500]);
+        assert_eq!(
+            ids(&store.read_inbox(998, 3).unwrap()),
+            [
+                (999, "e998".into()),
+                (1_000, "e999".into()),
+                (1_001, "e1000".into())
+            ]
+        );
+        assert_eq!(store.read_inbox(0, usize::MAX).unwrap().len(), 2_500);
     }
 
     #[test]

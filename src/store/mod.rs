@@ -470,13 +470,7 @@ impl Store {
                     }
                     outcomes.push(outcome);
                 }
-                let mut stored = outcomes.iter().flat_map(|o| &o.stored).peekable();
-                if let Some(&&(first, _)) = stored.peek() {
-                    inbox.insert(
-                        seq,
-                        inbox::encode_chunk(first, stored.map(|(_, e)| e)).as_slice(),
-                    )?;
-                }
+                inbox::insert(&mut inbox, outcomes.iter().flat_map(|o| &o.stored))?;
             }
             txn.commit()?;
             self.inner.last_append_ms.store(now_ms, Ordering::Release);
