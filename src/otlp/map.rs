@@ -123,7 +123,7 @@ impl Mapping {
             .map(|t| NewEvent {
                 client_id: Some(t.trace_id.clone()),
                 event: Event {
-                    id: uuid::Uuid::now_v7().to_string(),
+                    id: crate::ingest::new_event_id(now_ms),
                     workspace: t.workspace,
                     project: t.project,
                     project_id: None,
