@@ -6,9 +6,9 @@ use crate::clock::now_ms;
 use crate::ingest::{self, Limits};
 use crate::journal::JournalMsg;
 use crate::metrics;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use axum::Json;
@@ -74,9 +74,11 @@ struct Accepted {
 pub(super) async fn post_events(
     State(s): State<AppState>,
     Extension(gate): Extension<BodyGate>,
-    headers: HeaderMap,
-    body: Body,
+    req: axum::extract::Request,
 ) -> Response {
+    // The request itself rather than a `HeaderMap` extractor, which clones every header.
+    let (parts, body) = req.into_parts();
+    let headers = &parts.headers;
     let cfg = s.config();
     let max_body = cfg.server.max_body;
     let declared = headers

@@ -122,7 +122,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let token = s.config().server.auth_token.clone();
+    let cfg = s.config();
+    let token = &cfg.server.auth_token;
     if !token.is_empty() {
         let given = req
             .headers()
@@ -130,7 +131,7 @@ async fn auth(State(s): State<AppState>, req: Request, next: Next) -> Response {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        if !crate::secrets::token_matches(given, &token) {
+        if !crate::secrets::token_matches(given, token) {
             return ApiError(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong bearer token (Authorization: Bearer <server.auth_token>)".into(),
