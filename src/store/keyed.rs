@@ -67,9 +67,10 @@ impl Store {
     /// except those whose own client id is a duplicate. A group without a key is exactly an
     /// `append` request.
     ///
-    /// A key is also looked up as `<key>#1` (never written): the previous release remembered a
-    /// multi-event message by one id per event, `<key>#<n>`, so a message it committed but did
-    /// not ack is still recognised when it is redelivered to this release.
+    /// A key is also looked up as `<key>#<n>` for the first event `n` without its own id (never
+    /// written): the previous release remembered a multi-event message by one id per event, so
+    /// a message it committed but did not ack is still recognised when it is redelivered to this
+    /// release.
     pub fn append_keyed(
         &self,
         requests: Vec<KeyedRequest>,
@@ -112,9 +113,14 @@ impl Store {
                         (&request.key, request.events.first(), ids.as_mut())
                     {
                         let ws = &first.event.workspace;
-                        let earlier = request.events.len() > 1
-                            && first.client_id.is_none()
-                            && ids.seen(id_hash(ws, &format!("{key}#1")))?;
+                        // The previous release's id of the first event without its own id.
+                        let old = (request.events.len() > 1)
+                            .then(|| request.events.iter().position(|e| e.client_id.is_none()))
+                            .flatten();
+                        let earlier = match old {
+                            Some(i) => ids.seen(id_hash(ws, &format!("{key}#{}", i + 1)))?,
+                            None => false,
+                        };
                         if earlier || !ids.first_time(id_hash(ws, key))? {
                             outcome.duplicates = request.events.len();
                             outcomes.push(outcome);
@@ -275,5 +281,14 @@ mod tests {
             .append_keyed(vec![group(Some("S:9"), 3)], NOW + 5, WINDOW)
             .unwrap();
         assert_eq!(counts(&o), vec![(0, 3)]);
+        // When the first event had its own id, the second was remembered as S:8#2.
+        let old = vec![event("w", Some("own")), event("w", Some("S:8#2"))];
+        s.append(vec![old], NOW, WINDOW).unwrap();
+        let again = KeyedRequest {
+            key: Some("S:8".into()),
+            events: vec![event("w", Some("own")), event("w", None)],
+        };
+        let o = s.append_keyed(vec![again], NOW + 5, WINDOW).unwrap();
+        assert_eq!(counts(&o), vec![(0, 2)]);
     }
 }
