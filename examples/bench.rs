@@ -10,6 +10,8 @@
 //! bench load --url http://127.0.0.1:7878/v1/events --mode batch|batch-ids|single|am-batch|am-single
 //! bench load --url http://127.0.0.1:7878/v1/traces --mode otlp  (dedup_window = "1ms", see otlp_bodies)
 //! bench gen-config --alerts 10000 --port 7878 --data /tmp/x   (prints an alertd config)
+//! bench gen-config ... --nats nats://127.0.0.1:4222           (… with a [[source.nats]] table)
+//! bench nats-publish --url nats://127.0.0.1:4222 --messages 1000  (a backlog of 1,000-event messages)
 //! bench serve-empty --listen 127.0.0.1:9999                     (the HTTP ceiling server)
 //! bench redb-ceiling --dir /tmp                                 (the group-commit ceiling)
 //! ```
@@ -85,6 +87,17 @@ enum Cmd {
         data: PathBuf,
         #[arg(long, default_value = "http://127.0.0.1:9/unused")]
         sink: String,
+        /// Adds a `[[source.nats]]` table reading this server's `ALERTD` stream.
+        #[arg(long)]
+        nats: Option<String>,
+    },
+    /// Publishes a backlog of NDJSON messages of 1,000 trace events to `alertd.events.default`
+    /// (the `ALERTD` stream is created if missing), waiting for JetStream's acks (for profiling).
+    NatsPublish {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
     },
     /// Serves an empty axum handler (POST anything → 202), the HTTP ceiling.
     ServeEmpty {
@@ -177,7 +190,9 @@ fn main() -> Res<()> {
             port,
             data,
             sink,
+            nats,
         } => {
+            let source = nats.as_deref().map(nats_source).unwrap_or_default();
             print!(
                 "{}",
                 alertd_config(
@@ -185,11 +200,18 @@ fn main() -> Res<()> {
                     &data,
                     "5s",
                     &Delivery::default(),
-                    &scale_alerts(alerts, &sink)
+                    &format!("{}{source}", scale_alerts(alerts, &sink))
                 )
             );
             Ok(())
         }
+        Cmd::NatsPublish { url, messages } => rt.block_on(async move {
+            let js = async_nats::jetstream::new(async_nats::connect(&url).await?);
+            js.get_or_create_stream(nats_stream_config()).await?;
+            publish_backlog(&js, &trace_bodies(messages, BATCH)).await?;
+            println!("published {messages} messages of {BATCH} events");
+            Ok(())
+        }),
         Cmd::ServeEmpty { listen } => rt.block_on(serve_empty(listen)),
         Cmd::RedbCeiling { dir, secs } => {
             let (empty, rows) = redb_ceiling(&dir, Duration::from_secs_f64(secs))?;
@@ -1866,15 +1888,7 @@ async fn start_nats(bin: &Path, dir: &Path) -> Res<Nats> {
     loop {
         if let Ok(c) = async_nats::connect(&url).await {
             let js = async_nats::jetstream::new(c);
-            if js
-                .get_or_create_stream(async_nats::jetstream::stream::Config {
-                    name: "ALERTD".into(),
-                    subjects: vec!["alertd.events.>".into()],
-                    ..Default::default()
-                })
-                .await
-                .is_ok()
-            {
+            if js.get_or_create_stream(nats_stream_config()).await.is_ok() {
                 return Ok(Nats {
                     _proc: proc,
                     url,
@@ -1887,6 +1901,29 @@ async fn start_nats(bin: &Path, dir: &Path) -> Res<Nats> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The `ALERTD` stream the scenarios publish to (`alertd.events.>`).
+fn nats_stream_config() -> async_nats::jetstream::stream::Config {
+    async_nats::jetstream::stream::Config {
+        name: "ALERTD".into(),
+        subjects: vec!["alertd.events.>".into()],
+        ..Default::default()
+    }
+}
+
+/// Publishes `bodies` to `alertd.events.default`, 50 in flight, each acked by JetStream.
+async fn publish_backlog(js: &async_nats::jetstream::Context, bodies: &[Bytes]) -> Res<()> {
+    for chunk in bodies.chunks(50) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for b in chunk {
+            acks.push(js.publish("alertd.events.default", b.clone()).await?);
+        }
+        for a in acks {
+            a.await?;
+        }
+    }
+    Ok(())
 }
 
 fn nats_source(url: &str) -> String {
@@ -1909,16 +1946,7 @@ fn alertd_nats(ctx: &mut Ctx) -> Fut<'_> {
         let dir = ctx.fresh_dir("nats-ingest");
         let nats = start_nats(&bin, &dir).await?;
         let messages = if ctx.a.quick { 200 } else { 1000 };
-        let bodies = trace_bodies(messages, BATCH);
-        for chunk in bodies.chunks(50) {
-            let mut acks = Vec::with_capacity(chunk.len());
-            for b in chunk {
-                acks.push(nats.js.publish("alertd.events.default", b.clone()).await?);
-            }
-            for a in acks {
-                a.await?;
-            }
-        }
+        publish_backlog(&nats.js, &trace_bodies(messages, BATCH)).await?;
         let port = free_port();
         let alerts = format!(
             "{}{}",

@@ -15,7 +15,7 @@ use crate::clock::now_ms;
 use crate::event::{Event, EventBody};
 use crate::metrics;
 use crate::router::RouterMsg;
-use crate::store::{AppendOutcome, NewEvent, Store};
+use crate::store::{AppendOutcome, KeyedRequest, NewEvent, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +33,9 @@ type Reply = RpcReplyPort<Result<Appended, String>>;
 /// Messages the journal understands.
 pub enum JournalMsg {
     Append(Vec<NewEvent>, Reply),
+    /// A group of events stored whole and de-duplicated by one id (a NATS message), committed
+    /// with the other pending requests (see [`Store::append_keyed`]).
+    AppendKeyed(String, Vec<NewEvent>, Reply),
     Committed(Result<Vec<AppendOutcome>, String>, Vec<(usize, Reply)>),
     /// Replies when nothing is pending or being committed.
     Flush(RpcReplyPort<()>),
@@ -55,7 +58,8 @@ pub struct JournalState {
     args: JournalArgs,
     /// The highest sequence number handed to the router.
     routed: u64,
-    pending: Vec<(Vec<NewEvent>, Reply)>,
+    /// Requests waiting for the next commit, with their group key (`AppendKeyed`).
+    pending: Vec<(Option<String>, Vec<NewEvent>, Reply)>,
     committing: bool,
     flushes: Vec<RpcReplyPort<()>>,
 }
@@ -86,9 +90,11 @@ fn start_commit(myself: &ActorRef<JournalMsg>, state: &mut JournalState) {
     let batch = std::mem::take(&mut state.pending);
     let mut replies = Vec::with_capacity(batch.len());
     let mut requests = Vec::with_capacity(batch.len());
-    for (events, reply) in batch {
+    let mut keys = Vec::with_capacity(batch.len());
+    for (key, events, reply) in batch {
         replies.push((events.len(), reply));
         requests.push(events);
+        keys.push(key);
     }
     let store = state.args.store.clone();
     let window = state.args.config.borrow().ingest.dedup_window.as_millis() as i64;
@@ -97,9 +103,18 @@ fn start_commit(myself: &ActorRef<JournalMsg>, state: &mut JournalState) {
     tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
         let n: usize = requests.iter().map(Vec::len).sum();
-        let shape = shapes(&requests);
-        let r = store
-            .append(requests, now_ms(), window)
+        let shape = shapes(&requests, &keys);
+        let r = if keys.iter().all(Option::is_none) {
+            store.append(requests, now_ms(), window)
+        } else {
+            let keyed = keys
+                .into_iter()
+                .zip(requests)
+                .map(|(key, events)| KeyedRequest { key, events })
+                .collect();
+            store.append_keyed(keyed, now_ms(), window)
+        };
+        let r = r
             .or_else(|e| {
                 verify(&store, known, &shape).map_err(|checked| {
                     if checked {
@@ -118,13 +133,12 @@ fn start_commit(myself: &ActorRef<JournalMsg>, state: &mut JournalState) {
 /// and its event ids when it may hold duplicates (client ids given).
 type Shape = Vec<(usize, Option<Vec<String>>)>;
 
-fn shapes(requests: &[Vec<NewEvent>]) -> Shape {
+fn shapes(requests: &[Vec<NewEvent>], keys: &[Option<String>]) -> Shape {
     requests
         .iter()
-        .map(|r| {
-            let ids = r
-                .iter()
-                .any(|e| e.client_id.is_some())
+        .zip(keys)
+        .map(|(r, key)| {
+            let ids = (key.is_some() || r.iter().any(|e| e.client_id.is_some()))
                 .then(|| r.iter().map(|e| e.event.id.clone()).collect());
             (r.len(), ids)
         })
@@ -214,7 +228,10 @@ impl Actor for Journal {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            JournalMsg::Append(events, reply) => state.pending.push((events, reply)),
+            JournalMsg::Append(events, reply) => state.pending.push((None, events, reply)),
+            JournalMsg::AppendKeyed(key, events, reply) => {
+                state.pending.push((Some(key), events, reply))
+            }
             JournalMsg::Committed(result, replies) => {
                 state.committing = false;
                 let total: usize = replies.iter().map(|(n, _)| n).sum();

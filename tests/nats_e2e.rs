@@ -375,7 +375,22 @@ async fn kill9_between_commit_and_ack_redelivers_and_counts_each_event_once() {
     .await;
     wait_source_up(&d).await;
     let js = js(&nats).await;
-    let mut n = 0;
+    // Multi-event messages first, so the first (necessarily committed) group holds one: each
+    // is stored whole under one id (its Nats-Msg-Id, else stream:sequence) and must be
+    // recognised whole when it is redelivered.
+    publish(
+        &js,
+        ndjson(&(100..110).map(trace).collect::<Vec<_>>()),
+        None,
+    )
+    .await;
+    publish(
+        &js,
+        ndjson(&(110..120).map(trace).collect::<Vec<_>>()),
+        Some("k-batch"),
+    )
+    .await;
+    let mut n = 20;
     for i in 0..30 {
         let id = format!("k-{i}");
         publish(
@@ -413,7 +428,46 @@ async fn kill9_between_commit_and_ack_redelivers_and_counts_each_event_once() {
         .get("alertd_events_total{kind=\"trace\",outcome=\"duplicate\"}")
         .copied()
         .unwrap_or(0.0);
-    assert!(dupes >= 1.0, "no redelivery was de-duplicated: {m:?}");
+    // At least the first message (10 events, committed before any ack was held) came back.
+    assert!(
+        dupes >= 10.0,
+        "the redelivered message was not de-duplicated: {m:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_their_own_ids_are_deduplicated_inside_messages_and_with_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    let rx = Receiver::start().await;
+    let d = Daemon::start(dir.path(), &config(&nats, &rx, 1e9)).await;
+    wait_source_up(&d).await;
+    let js = js(&nats).await;
+    let own = |n: usize, id: &str| {
+        let mut e = trace(n);
+        e["id"] = json!(id);
+        e
+    };
+    // Over HTTP first: event e-1.
+    d.send(&[own(1, "e-1")]).await;
+    // A message repeating e-1 beside two new events: e-1 is dropped, the others count.
+    let message = ndjson(&[own(1, "e-1"), trace(2), trace(3)]);
+    publish(&js, message.clone(), None).await;
+    // The same bytes published again are another message (another sequence): its events count
+    // again, except e-1.
+    publish(&js, message, None).await;
+    // A one-event message whose Nats-Msg-Id is an id already used over HTTP is that event.
+    d.send(&[own(4, "shared-id")]).await;
+    publish(&js, trace(4).to_string(), Some("shared-id")).await;
+
+    assert_eq!(settled_count(&d, &js).await, 1.0 + 2.0 + 2.0 + 1.0);
+    let m = metrics(&d).await;
+    assert_eq!(
+        m.get("alertd_events_total{kind=\"trace\",outcome=\"duplicate\"}"),
+        Some(&3.0),
+        "{m:?}"
+    );
+    assert_eq!(m.get(&series("acked")), Some(&3.0), "{m:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,11 +2,20 @@
 //!
 //! A message holds one event object, a JSON array of them, or NDJSON lines, and is all or
 //! nothing like an HTTP batch: one invalid event makes the whole message invalid (it is then
-//! terminated, never half-applied). Pure functions, so the rules are tested without a server.
+//! terminated, never half-applied). Events are read with the HTTP path's typed parser
+//! ([`crate::ingest::parse_raw_event`] over [`crate::rawjson`]): fields are picked out of the
+//! message bytes, never built as a JSON tree. Pure functions, so the rules are tested without a
+//! server.
+//!
+//! De-duplication is per message, not per event: the message is the unit JetStream redelivers,
+//! and its events are committed together ([`crate::store::Store::append_keyed`]), so one id
+//! ([`dedup_id`]) counts a redelivered message once. Events that carry their own `id` are also
+//! de-duplicated by it, as over HTTP.
 
 use crate::ingest::{self, Limits, MAX_CLIENT_ID};
+use crate::rawjson::{self, SplitError};
 use crate::store::NewEvent;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The de-duplication id of a message: its `Nats-Msg-Id` header (the producer's own id, which
 /// also makes JetStream drop repeated publishes), else `<stream>:<stream sequence>`, which is
@@ -28,47 +37,48 @@ pub fn dedup_id(msg_id: Option<&str>, stream: &str, sequence: u64) -> Result<Str
 
 /// Validates a message's payload into events ready for the journal.
 ///
-/// Each event gets a client id for de-duplication unless it carries its own `id`: the
-/// message's `dedup` id for a single event, `<dedup>#<n>` (1-based) for the n-th of several.
-/// An event without `timestamp` is dated when it was published to the log, not when alertd read
-/// it, so events that waited in the log while alertd was down fall in the right windows.
+/// An event keeps its own `id` as its client id; the message's id is the journal request's
+/// key, not copied onto each event. An event without `timestamp` is dated when it was
+/// published to the log, not when alertd read it, so events that waited in the log while
+/// alertd was down fall in the right windows.
 pub fn decode(
     payload: &[u8],
-    dedup: &str,
     published_ms: i64,
     now_ms: i64,
     limits: Limits,
 ) -> Result<Vec<NewEvent>, String> {
     let values = values(payload, limits)?;
     let single = values.len() == 1;
+    let published_ms = published_ms.min(now_ms);
     let mut events = Vec::with_capacity(values.len());
     for (i, v) in values.into_iter().enumerate() {
-        let n = i + 1;
-        let dated = v.get("timestamp").is_some_and(|t| !t.is_null());
-        let mut e = ingest::parse_event(v, now_ms).map_err(|e| {
+        let mut e = ingest::parse_raw_event(v, now_ms).map_err(|e| {
             if single {
                 e
             } else {
-                format!("event {n}: {e}")
+                format!("event {}: {e}", i + 1)
             }
         })?;
-        if !dated {
-            e.event.timestamp_ms = published_ms.min(now_ms);
-        }
-        if e.client_id.is_none() {
-            e.client_id = Some(if single {
-                dedup.to_string()
-            } else {
-                format!("{dedup}#{n}")
-            });
+        if !dated(v) {
+            e.event.timestamp_ms = published_ms;
         }
         events.push(e);
     }
     Ok(events)
 }
 
-/// The JSON values of a payload: one value (object or array) or NDJSON lines.
-fn values(payload: &[u8], limits: Limits) -> Result<Vec<Value>, String> {
+/// Whether a valid event object has a non-null top-level `timestamp`. Most events have none
+/// anywhere in their text, which a substring search tells without parsing again.
+fn dated(v: &RawValue) -> bool {
+    v.get().contains("\"timestamp\"")
+        && rawjson::fields(v, &["timestamp"])
+            .ok()
+            .and_then(|f| f[0])
+            .is_some_and(|t| rawjson::kind(t) != rawjson::Kind::Null)
+}
+
+/// The JSON values of a payload, borrowed from it: one value (object or array) or NDJSON lines.
+fn values(payload: &[u8], limits: Limits) -> Result<Vec<&RawValue>, String> {
     let body = payload.trim_ascii();
     if body.is_empty() {
         return Err("the message is empty; send an event object or NDJSON lines".into());
@@ -77,18 +87,26 @@ fn values(payload: &[u8], limits: Limits) -> Result<Vec<Value>, String> {
         return one_value(body, limits);
     }
     let lines = ingest::split_ndjson(body, limits.max_line).map_err(|r| r.error)?;
+    let first = rawjson::one(lines[0]);
     // A pretty-printed object spans lines: its first line alone is not JSON.
-    if serde_json::from_slice::<Value>(lines[0]).is_err()
-        && serde_json::from_slice::<Value>(body).is_ok()
-    {
+    if first.is_err() && rawjson::split_top(body, limits.max_events).is_ok() {
         return one_value(body, limits);
     }
     if lines.len() > limits.max_events {
-        return Err(too_many(lines.len(), limits));
+        return Err(format!(
+            "the message holds {} events; the limit is {} (ingest.max_batch_events)",
+            lines.len(),
+            limits.max_events
+        ));
     }
     let mut values = Vec::with_capacity(lines.len());
     for (i, line) in lines.iter().enumerate() {
-        match serde_json::from_slice::<Value>(line) {
+        let v = if i == 0 {
+            first.as_ref().ok().copied()
+        } else {
+            None
+        };
+        match v.map(Ok).unwrap_or_else(|| rawjson::one(line)) {
             Ok(v) => values.push(v),
             Err(e) => return Err(format!("NDJSON line {}: invalid JSON: {e}", i + 1)),
         }
@@ -96,25 +114,18 @@ fn values(payload: &[u8], limits: Limits) -> Result<Vec<Value>, String> {
     Ok(values)
 }
 
-fn one_value(body: &[u8], limits: Limits) -> Result<Vec<Value>, String> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Array(items)) if items.is_empty() => Err("the array holds no events".into()),
-        Ok(Value::Array(items)) if items.len() > limits.max_events => {
-            Err(too_many(items.len(), limits))
-        }
-        Ok(Value::Array(items)) => Ok(items),
-        Ok(v) => Ok(vec![v]),
-        Err(e) => Err(format!(
+fn one_value(body: &[u8], limits: Limits) -> Result<Vec<&RawValue>, String> {
+    match rawjson::split_top(body, limits.max_events) {
+        Ok(items) if items.is_empty() => Err("the array holds no events".into()),
+        Ok(items) => Ok(items),
+        Err(SplitError::TooMany) => Err(format!(
+            "the message holds more than {max} events; the limit is {max} (ingest.max_batch_events)",
+            max = limits.max_events
+        )),
+        Err(SplitError::Invalid(e)) => Err(format!(
             "the message is not valid JSON ({e}); send an event object or NDJSON lines"
         )),
     }
-}
-
-fn too_many(n: usize, limits: Limits) -> String {
-    format!(
-        "the message holds {n} events; the limit is {} (ingest.max_batch_events)",
-        limits.max_events
-    )
 }
 
 #[cfg(test)]
@@ -129,25 +140,21 @@ mod tests {
     const PUBLISHED: i64 = NOW - 60_000;
 
     fn ok(payload: &str) -> Vec<NewEvent> {
-        decode(payload.as_bytes(), "S:7", PUBLISHED, NOW, LIMITS).unwrap()
+        decode(payload.as_bytes(), PUBLISHED, NOW, LIMITS).unwrap()
     }
 
     fn err(payload: &str) -> String {
-        decode(payload.as_bytes(), "S:7", PUBLISHED, NOW, LIMITS).unwrap_err()
+        decode(payload.as_bytes(), PUBLISHED, NOW, LIMITS).unwrap_err()
     }
 
     #[test]
-    fn a_single_event_takes_the_message_id() {
+    fn events_keep_only_their_own_ids_the_message_id_is_the_requests() {
         let e = ok(r#"{"kind":"trace","project":"p"}"#);
         assert_eq!(e.len(), 1);
-        assert_eq!(e[0].client_id.as_deref(), Some("S:7"));
-    }
-
-    #[test]
-    fn ndjson_lines_get_numbered_ids_and_keep_their_own() {
+        assert_eq!(e[0].client_id, None);
         let e = ok("{\"kind\":\"trace\"}\n\n{\"kind\":\"trace\",\"id\":\"mine\"}\r\n{\"kind\":\"trace\"}\n");
-        let ids: Vec<_> = e.iter().map(|e| e.client_id.clone().unwrap()).collect();
-        assert_eq!(ids, vec!["S:7#1", "mine", "S:7#3"]);
+        let ids: Vec<_> = e.iter().map(|e| e.client_id.clone()).collect();
+        assert_eq!(ids, vec![None, Some("mine".to_string()), None]);
     }
 
     #[test]
@@ -161,10 +168,22 @@ mod tests {
 
     #[test]
     fn undated_events_are_dated_at_publication_dated_ones_keep_theirs() {
-        let e =
-            ok("{\"kind\":\"trace\"}\n{\"kind\":\"trace\",\"timestamp\":\"2027-01-15T07:30:00Z\"}");
+        let e = ok(concat!(
+            "{\"kind\":\"trace\"}\n",
+            "{\"kind\":\"trace\",\"timestamp\":\"2027-01-15T07:30:00Z\"}\n",
+            "{\"kind\":\"trace\",\"timestamp\":null}\n",
+        ));
         assert_eq!(e[0].event.timestamp_ms, PUBLISHED);
         assert_eq!(e[1].event.timestamp_ms, time_of("2027-01-15T07:30:00Z"));
+        assert_eq!(e[2].event.timestamp_ms, PUBLISHED);
+        // "timestamp" elsewhere in the text (a nested key, a value) does not date the event.
+        let e = ok(
+            r#"{"kind":"trace","error_info":{"timestamp":"2027-01-15T07:30:00Z"},"trace_id":"timestamp"}"#,
+        );
+        assert_eq!(e[0].event.timestamp_ms, PUBLISHED);
+        // A publication time after alertd's clock (skew) is capped at now.
+        let e = decode(br#"{"kind":"trace"}"#, NOW + 5_000, NOW, LIMITS).unwrap();
+        assert_eq!(e[0].event.timestamp_ms, NOW);
     }
 
     fn time_of(s: &str) -> i64 {
@@ -188,6 +207,8 @@ mod tests {
     fn limits_apply_per_message() {
         let four = "{\"kind\":\"trace\"}\n".repeat(4);
         assert!(err(&four).contains("holds 4 events; the limit is 3"));
+        let array = format!("[{}]", ["{\"kind\":\"trace\"}"; 4].join(","));
+        assert!(err(&array).contains("holds more than 3 events; the limit is 3"));
         let long = format!(
             "{{\"kind\":\"trace\",\"x\":\"{}\"}}\n{{}}",
             "a".repeat(2000)

@@ -335,6 +335,8 @@ pub struct JournalHandle {
     pub queued: Arc<AtomicUsize>,
     pub max_queued: usize,
     pub limits: crate::ingest::Limits,
+    /// `engine.max_object_bytes`: larger objects are cut to their marker, as over HTTP.
+    pub max_object: usize,
 }
 
 impl JournalHandle {
@@ -362,6 +364,7 @@ pub fn spawn(config: &Config, journal: ActorRef<JournalMsg>, queued: Arc<AtomicU
             max_events: config.ingest.max_batch_events,
             max_line: config.server.max_line.as_u64() as usize,
         },
+        max_object: config.engine.max_object_bytes.as_u64() as usize,
     };
     let mut tasks = Vec::new();
     let mut statuses = STATUSES

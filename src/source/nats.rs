@@ -5,14 +5,19 @@
 //! creates the stream with the configured subjects if it does not exist, creates or reuses the
 //! durable pull consumer, and then loops: take the messages that are ready (up to `batch`),
 //! validate each ([`super::message`]), terminate the invalid ones (`AckKind::Term`: never
-//! redelivered, logged with their stream sequence, counted), append the valid ones' events in one
-//! journal request, and ack them once the journal answers that the commit is durable. Appends
-//! are sent in order from this loop and up to [`MAX_IN_FLIGHT`] wait for their commit at once,
-//! so validation of the next group overlaps the commit of the previous one and the journal's
-//! group commit sees several groups at a time.
+//! redelivered, logged with their stream sequence, counted), send the valid ones to the journal,
+//! and ack each once the journal answers that its commit is durable. Appends are sent in order
+//! from this loop and up to [`MAX_IN_FLIGHT`] groups wait for their commit at once, so
+//! validation of the next group overlaps the commit of the previous one and the journal's
+//! group commit (one transaction, one fsync for every request it holds) sees several groups at
+//! a time.
 //!
-//! A crash between commit and ack redelivers the message after `ack_wait`; each event's client
-//! id (the `Nats-Msg-Id` header, else `<stream>:<sequence>`) makes the journal count it once.
+//! Each valid message is one journal request ([`JournalMsg::AppendKeyed`]): its events are
+//! committed together or not at all, under one de-duplication id, the `Nats-Msg-Id` header else
+//! `<stream>:<sequence>`. A crash between commit and ack redelivers the message after
+//! `ack_wait`, and that id makes the journal count it once. One id per message, not per event,
+//! is what makes the source cheap: a 1,000-event message costs one id lookup and one id row.
+//!
 //! When the journal queue is full the loop stops pulling until there is room: messages wait in
 //! JetStream, not in alertd's memory, and nothing is nacked in a loop. Any failure to set up or
 //! a lost consumer ends the session, which is retried with exponential backoff.
@@ -314,15 +319,25 @@ async fn consume(
     result
 }
 
-/// A valid message's events and its acker, ready to append.
+/// A valid message, ready to append: its events, its de-duplication key and its acker.
 struct Valid {
     acker: Acker,
     sequence: u64,
+    key: String,
     events: Vec<NewEvent>,
 }
 
-/// Validates a group, terminates the invalid messages and sends the valid ones' events to the
-/// journal. Returns the future that waits for the commit and acks.
+/// A message sent to the journal, waiting for its commit before its ack.
+struct Sent {
+    acker: Acker,
+    sequence: u64,
+    kind: &'static str,
+    answer: ractor::concurrency::OneshotReceiver<Result<Appended, String>>,
+}
+
+/// Validates a group, terminates the invalid messages and sends each valid message to the
+/// journal as one keyed request (stored whole, de-duplicated by the message's id). Returns the
+/// future that waits for the commits and acks.
 async fn handle_group(
     group: Vec<jetstream::Message>,
     bytes: usize,
@@ -344,7 +359,9 @@ async fn handle_group(
         let msg_id = m
             .headers
             .as_ref()
-            .and_then(|h| h.get("Nats-Msg-Id"))
+            // The constant, not the string: received headers are parsed into the standard name,
+            // which a `&str` lookup (a custom name) never matches.
+            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
             .map(|v| v.as_str().to_string());
         let subject = m.subject.to_string();
         let (message, acker) = m.split();
@@ -355,6 +372,7 @@ async fn handle_group(
     }
     let stream = spec.stream.clone();
     let limits = journal.limits;
+    let max_object = journal.max_object;
     let decode_all = move || {
         parts
             .into_iter()
@@ -363,8 +381,9 @@ async fn handle_group(
                 let decoded = meta
                     .map_err(|e| format!("not a JetStream message: {e}"))
                     .and_then(|(seq, _, published)| {
-                        let id = message::dedup_id(msg_id.as_deref(), &stream, seq)?;
-                        message::decode(&payload, &id, published, now, limits)
+                        let key = message::dedup_id(msg_id.as_deref(), &stream, seq)?;
+                        let events = message::decode(&payload, published, now, limits)?;
+                        Ok((key, crate::ingest::fit_objects(events, max_object)))
                     });
                 (sequence, decoded, subject, acker)
             })
@@ -386,9 +405,10 @@ async fn handle_group(
     let mut valid = Vec::with_capacity(decoded.len());
     for (sequence, d, subject, acker) in decoded {
         match d {
-            Ok(events) => valid.push(Valid {
+            Ok((key, events)) => valid.push(Valid {
                 acker,
                 sequence: sequence.unwrap_or_default(),
+                key,
                 events,
             }),
             Err(error) => {
@@ -405,59 +425,72 @@ async fn handle_group(
         return None;
     }
 
-    let mut events = Vec::new();
-    let mut ackers = Vec::with_capacity(valid.len());
+    // Sent from the loop, so the journal sees this source's messages in stream order; the
+    // journal commits all the requests it holds together (one fsync for the group).
+    let mut sent = Vec::with_capacity(valid.len());
     for v in valid {
-        events.extend(v.events);
-        ackers.push((v.sequence, v.acker));
+        let n = v.events.len();
+        let kind = single_kind(&v.events);
+        journal.queued.fetch_add(n, Ordering::AcqRel);
+        let (tx, rx) = ractor::concurrency::oneshot();
+        if let Err(e) = journal
+            .journal
+            .cast(JournalMsg::AppendKeyed(v.key, v.events, tx.into()))
+        {
+            // Not acked: it comes back after ack_wait.
+            journal.queued.fetch_sub(n, Ordering::AcqRel);
+            status.error(format!("the journal is not running: {e}"));
+            break;
+        }
+        sent.push(Sent {
+            acker: v.acker,
+            sequence: v.sequence,
+            kind,
+            answer: rx,
+        });
     }
-    let n = events.len();
-    let kind = single_kind(&events);
-    journal.queued.fetch_add(n, Ordering::AcqRel);
-    let (tx, rx) = ractor::concurrency::oneshot();
-    // Sent from the loop, so the journal sees this source's groups in stream order.
-    if let Err(e) = journal.journal.cast(JournalMsg::Append(events, tx.into())) {
-        journal.queued.fetch_sub(n, Ordering::AcqRel);
-        status.error(format!("the journal is not running: {e}"));
+    if sent.is_empty() {
         return None;
     }
     let name = spec.name.clone();
     let status = status.clone();
     Some(async move {
-        let answer = tokio::time::timeout(COMMIT_TIMEOUT, rx).await;
-        let committed: Result<Appended, String> = match answer {
-            Ok(Ok(r)) => r,
-            Ok(Err(_)) => Err("the journal stopped before answering".into()),
-            Err(_) => Err(format!("no commit within {COMMIT_TIMEOUT:?}")),
-        };
-        match committed {
-            Ok(a) => {
-                if crate::testhooks::hold_source_acks() {
-                    tracing::warn!(source = %name, messages = ackers.len(), "testhook: committed, holding the acks");
-                    std::future::pending::<()>().await;
-                }
-                if a.duplicates > 0 {
-                    metrics::events(kind, "duplicate", a.duplicates as u64);
-                }
-                let mut acked = 0;
-                for (sequence, acker) in ackers {
-                    match acker.ack().await {
+        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
+        let mut acked = 0;
+        for s in sent {
+            let committed: Result<Appended, String> =
+                match tokio::time::timeout_at(deadline, s.answer).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err("the journal stopped before answering".into()),
+                    Err(_) => Err(format!("no commit within {COMMIT_TIMEOUT:?}")),
+                };
+            match committed {
+                Ok(a) => {
+                    if crate::testhooks::hold_source_acks() {
+                        tracing::warn!(source = %name, sequence = s.sequence, "testhook: committed, holding the acks");
+                        std::future::pending::<()>().await;
+                    }
+                    if a.duplicates > 0 {
+                        metrics::events(s.kind, "duplicate", a.duplicates as u64);
+                    }
+                    match s.acker.ack().await {
                         Ok(()) => acked += 1,
                         Err(e) => {
-                            tracing::warn!(source = %name, sequence, error = %e, "ack failed; the message will be redelivered and counted once")
+                            tracing::warn!(source = %name, sequence = s.sequence, error = %e, "ack failed; the message will be redelivered and counted once")
                         }
                     }
                 }
-                metrics::source_messages(&name, "acked", acked);
-            }
-            Err(e) => {
-                tracing::error!(source = %name, error = %e, "journal commit failed; messages will be redelivered");
-                status.error(format!("journal commit failed: {e}"));
-                for (_, acker) in ackers {
-                    let _ = acker.ack_with(AckKind::Nak(Some(RETRY_COMMIT_DELAY))).await;
+                Err(e) => {
+                    tracing::error!(source = %name, sequence = s.sequence, error = %e, "journal commit failed; the message will be redelivered");
+                    status.error(format!("journal commit failed: {e}"));
+                    let _ = s
+                        .acker
+                        .ack_with(AckKind::Nak(Some(RETRY_COMMIT_DELAY)))
+                        .await;
                 }
             }
         }
+        metrics::source_messages(&name, "acked", acked);
     })
 }
 

@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+// Appends with one de-duplication id per group of events (the NATS source's messages).
+mod keyed;
+pub use keyed::KeyedRequest;
+
 /// redb page cache size.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 

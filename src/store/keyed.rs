@@ -1,0 +1,294 @@
+//! Appends de-duplicated by one id per group of events: a log message, not each event in it.
+//!
+//! A NATS message is the unit a log redelivers, so one remembered id per message is enough to
+//! count a redelivered message once, provided the message's events are stored together: all of
+//! them in the same transaction, or none. [`Store::append_keyed`] does that. A 1,000-event
+//! message then costs one id lookup and one id row instead of a thousand; with one id per event
+//! those random-key reads and inserts were most of the source's CPU (issue 16).
+//!
+//! The ids live in the same tables, under the same hash of workspace + id, as the client ids of
+//! [`Store::append`]: a message key and an event's client id share one namespace (a single-event
+//! message keyed `X` and an HTTP event with `id` `X` in the same workspace are the same event,
+//! as they were when the key was the event's client id).
+
+use super::{
+    codec, durable, id_bucket_name, id_bucket_width, id_buckets, id_hash, AppendOutcome, NewEvent,
+    Store, StoreError, INBOX, META, META_LAST_SEQ,
+};
+use redb::{ReadableTable, TableDefinition};
+use std::sync::atomic::Ordering;
+
+/// One group of events appended as a whole, de-duplicated by `key` when it is given.
+#[derive(Debug, Clone)]
+pub struct KeyedRequest {
+    /// The group's id (e.g. the message's `Nats-Msg-Id`), remembered for the de-duplication
+    /// window under the first event's workspace; `None` = the events' own client ids only.
+    pub key: Option<String>,
+    pub events: Vec<NewEvent>,
+}
+
+type IdTable<'t> = redb::Table<'t, u128, i64>;
+
+/// The live client-id buckets of one transaction: the current one takes new ids.
+struct Ids<'t> {
+    current: IdTable<'t>,
+    older: Vec<IdTable<'t>>,
+    now_ms: i64,
+    window_ms: i64,
+}
+
+impl Ids<'_> {
+    /// Whether `key` was remembered within the window.
+    fn seen(&self, key: u128) -> Result<bool, StoreError> {
+        let mut at = self.current.get(key)?.map(|v| v.value());
+        for t in &self.older {
+            if at.is_some() {
+                break;
+            }
+            at = t.get(key)?.map(|v| v.value());
+        }
+        Ok(at.is_some_and(|at| self.now_ms - at < self.window_ms))
+    }
+
+    /// True (and remembered) when `key` is new; false when it is a duplicate.
+    fn first_time(&mut self, key: u128) -> Result<bool, StoreError> {
+        if self.seen(key)? {
+            return Ok(false);
+        }
+        self.current.insert(key, self.now_ms)?;
+        Ok(true)
+    }
+}
+
+impl Store {
+    /// Appends groups of events in one durable transaction, like [`Store::append`], with one
+    /// de-duplication id per group: a group whose key was seen within the window is dropped
+    /// whole (counted as duplicates); otherwise its key is remembered and its events are stored,
+    /// except those whose own client id is a duplicate. A group without a key is exactly an
+    /// `append` request.
+    ///
+    /// A key is also looked up as `<key>#<n>` for the first event `n` without its own id (never
+    /// written): the previous release remembered a multi-event message by one id per event, so
+    /// a message it committed but did not ack is still recognised when it is redelivered to this
+    /// release.
+    pub fn append_keyed(
+        &self,
+        requests: Vec<KeyedRequest>,
+        now_ms: i64,
+        dedup_window_ms: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
+        self.with(|db| {
+            let txn = durable(db)?;
+            let mut outcomes = Vec::with_capacity(requests.len());
+            {
+                let mut meta = txn.open_table(META)?;
+                let mut inbox = txn.open_table(INBOX)?;
+                let mut seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
+                let any_ids = requests
+                    .iter()
+                    .any(|r| r.key.is_some() || r.events.iter().any(|e| e.client_id.is_some()));
+                let mut ids = if any_ids {
+                    let width = id_bucket_width(dedup_window_ms);
+                    let current_name = id_bucket_name(width, now_ms.div_euclid(width));
+                    let older = id_buckets(&txn)?
+                        .into_iter()
+                        .filter(|(n, w, i)| {
+                            (i + 1) * w > now_ms - dedup_window_ms && *n != current_name
+                        })
+                        .map(|(n, _, _)| txn.open_table(TableDefinition::<u128, i64>::new(&n)))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    Some(Ids {
+                        current: txn
+                            .open_table(TableDefinition::<u128, i64>::new(&current_name))?,
+                        older,
+                        now_ms,
+                        window_ms: dedup_window_ms,
+                    })
+                } else {
+                    None
+                };
+                for request in requests {
+                    let mut outcome = AppendOutcome::default();
+                    if let (Some(key), Some(first), Some(ids)) =
+                        (&request.key, request.events.first(), ids.as_mut())
+                    {
+                        let ws = &first.event.workspace;
+                        // The previous release's id of the first event without its own id.
+                        let old = (request.events.len() > 1)
+                            .then(|| request.events.iter().position(|e| e.client_id.is_none()))
+                            .flatten();
+                        let earlier = match old {
+                            Some(i) => ids.seen(id_hash(ws, &format!("{key}#{}", i + 1)))?,
+                            None => false,
+                        };
+                        if earlier || !ids.first_time(id_hash(ws, key))? {
+                            outcome.duplicates = request.events.len();
+                            outcomes.push(outcome);
+                            continue;
+                        }
+                    }
+                    outcome.stored.reserve(request.events.len());
+                    for new in request.events {
+                        if let (Some(cid), Some(ids)) = (&new.client_id, ids.as_mut()) {
+                            if !ids.first_time(id_hash(&new.event.workspace, cid))? {
+                                outcome.duplicates += 1;
+                                continue;
+                            }
+                        }
+                        seq += 1;
+                        inbox.insert(seq, codec::encode(&new.event).as_slice())?;
+                        outcome.stored.push((seq, new.event));
+                    }
+                    outcomes.push(outcome);
+                }
+                meta.insert(META_LAST_SEQ, seq)?;
+            }
+            txn.commit()?;
+            self.inner.last_append_ms.store(now_ms, Ordering::Release);
+            Ok(outcomes)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventBody};
+
+    const NOW: i64 = 1_780_000_000_000;
+    const WINDOW: i64 = 600_000;
+
+    fn event(workspace: &str, client_id: Option<&str>) -> NewEvent {
+        NewEvent {
+            client_id: client_id.map(str::to_string),
+            event: Event {
+                id: uuid::Uuid::now_v7().to_string(),
+                workspace: workspace.into(),
+                project: Some("p".into()),
+                project_id: None,
+                timestamp_ms: NOW,
+                received_ms: NOW,
+                user: "system".into(),
+                body: EventBody::Trace {
+                    trace_id: None,
+                    duration_s: None,
+                    cost: Some(1.0),
+                    error: false,
+                },
+            },
+        }
+    }
+
+    fn group(key: Option<&str>, n: usize) -> KeyedRequest {
+        KeyedRequest {
+            key: key.map(str::to_string),
+            events: (0..n).map(|_| event("w", None)).collect(),
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("alertd.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn counts(o: &[AppendOutcome]) -> Vec<(usize, usize)> {
+        o.iter().map(|o| (o.stored.len(), o.duplicates)).collect()
+    }
+
+    #[test]
+    fn a_keyed_group_is_stored_whole_once_and_dropped_whole_after() {
+        let (_d, s) = store();
+        let first = s
+            .append_keyed(vec![group(Some("S:1"), 1000), group(None, 2)], NOW, WINDOW)
+            .unwrap();
+        assert_eq!(counts(&first), vec![(1000, 0), (2, 0)]);
+        let seqs: Vec<u64> = first
+            .iter()
+            .flat_map(|o| o.stored.iter().map(|r| r.0))
+            .collect();
+        assert_eq!(seqs, (1..=1002).collect::<Vec<_>>());
+        // Redelivered (twice in one commit, and once more later): counted once.
+        let again = s
+            .append_keyed(
+                vec![
+                    group(Some("S:1"), 1000),
+                    group(Some("S:2"), 3),
+                    group(Some("S:2"), 3),
+                ],
+                NOW + 1,
+                WINDOW,
+            )
+            .unwrap();
+        assert_eq!(counts(&again), vec![(0, 1000), (3, 0), (0, 3)]);
+        assert_eq!(s.last_seq().unwrap(), 1005);
+        // After the window the key is forgotten.
+        let late = s
+            .append_keyed(vec![group(Some("S:1"), 1)], NOW + WINDOW + 1, WINDOW)
+            .unwrap();
+        assert_eq!(counts(&late), vec![(1, 0)]);
+    }
+
+    #[test]
+    fn events_with_their_own_ids_are_still_deduplicated_one_by_one() {
+        let (_d, s) = store();
+        s.append(vec![vec![event("w", Some("mine"))]], NOW, WINDOW)
+            .unwrap();
+        let r = KeyedRequest {
+            key: Some("m-1".into()),
+            events: vec![
+                event("w", None),
+                event("w", Some("mine")),
+                event("w", Some("new")),
+            ],
+        };
+        let o = s.append_keyed(vec![r], NOW, WINDOW).unwrap();
+        assert_eq!(counts(&o), vec![(2, 1)]);
+    }
+
+    #[test]
+    fn keys_share_the_client_id_namespace_of_append() {
+        let (_d, s) = store();
+        // An HTTP event with id X, then a one-event message keyed X: the same event.
+        s.append(vec![vec![event("w", Some("X"))]], NOW, WINDOW)
+            .unwrap();
+        let o = s
+            .append_keyed(vec![group(Some("X"), 1)], NOW, WINDOW)
+            .unwrap();
+        assert_eq!(counts(&o), vec![(0, 1)]);
+        // And the other way round; another workspace is another namespace.
+        s.append_keyed(vec![group(Some("Y"), 1)], NOW, WINDOW)
+            .unwrap();
+        let o = s
+            .append(
+                vec![vec![event("w", Some("Y")), event("v", Some("Y"))]],
+                NOW,
+                WINDOW,
+            )
+            .unwrap();
+        assert_eq!((o[0].stored.len(), o[0].duplicates), (1, 1));
+    }
+
+    #[test]
+    fn a_message_stored_with_per_event_ids_by_the_previous_release_is_recognised() {
+        let (_d, s) = store();
+        // The previous release: events of message S:9 remembered as S:9#1, S:9#2, …
+        let old: Vec<NewEvent> = (1..=3)
+            .map(|n| event("w", Some(&format!("S:9#{n}"))))
+            .collect();
+        s.append(vec![old], NOW, WINDOW).unwrap();
+        let o = s
+            .append_keyed(vec![group(Some("S:9"), 3)], NOW + 5, WINDOW)
+            .unwrap();
+        assert_eq!(counts(&o), vec![(0, 3)]);
+        // When the first event had its own id, the second was remembered as S:8#2.
+        let old = vec![event("w", Some("own")), event("w", Some("S:8#2"))];
+        s.append(vec![old], NOW, WINDOW).unwrap();
+        let again = KeyedRequest {
+            key: Some("S:8".into()),
+            events: vec![event("w", Some("own")), event("w", None)],
+        };
+        let o = s.append_keyed(vec![again], NOW + 5, WINDOW).unwrap();
+        assert_eq!(counts(&o), vec![(0, 2)]);
+    }
+}
