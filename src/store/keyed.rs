@@ -12,8 +12,8 @@
 //! as they were when the key was the event's client id).
 
 use super::{
-    codec, durable, id_bucket_name, id_bucket_width, id_buckets, id_hash, AppendOutcome, NewEvent,
-    Store, StoreError, INBOX, META, META_LAST_SEQ,
+    durable, id_bucket_name, id_bucket_width, id_buckets, id_hash, AppendOutcome, NewEvent, Store,
+    StoreError, INBOX, META,
 };
 use redb::{ReadableTable, TableDefinition};
 use std::sync::atomic::Ordering;
@@ -81,9 +81,9 @@ impl Store {
             let txn = durable(db)?;
             let mut outcomes = Vec::with_capacity(requests.len());
             {
-                let mut meta = txn.open_table(META)?;
+                let meta = txn.open_table(META)?;
                 let mut inbox = txn.open_table(INBOX)?;
-                let mut seq = meta.get(META_LAST_SEQ)?.map(|v| v.value()).unwrap_or(0);
+                let mut seq = super::inbox::last_seq(&meta, &inbox)?;
                 let any_ids = requests
                     .iter()
                     .any(|r| r.key.is_some() || r.events.iter().any(|e| e.client_id.is_some()));
@@ -136,12 +136,11 @@ impl Store {
                             }
                         }
                         seq += 1;
-                        inbox.insert(seq, codec::encode(&new.event).as_slice())?;
                         outcome.stored.push((seq, new.event));
                     }
                     outcomes.push(outcome);
                 }
-                meta.insert(META_LAST_SEQ, seq)?;
+                super::inbox::insert(&mut inbox, outcomes.iter().flat_map(|o| &o.stored))?;
             }
             txn.commit()?;
             self.inner.last_append_ms.store(now_ms, Ordering::Release);

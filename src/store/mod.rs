@@ -420,66 +420,11 @@ impl Store {
         now_ms: i64,
         dedup_window_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        self.with(|db| {
-            let txn = durable(db)?;
-            let mut outcomes = Vec::with_capacity(requests.len());
-            {
-                let meta = txn.open_table(META)?;
-                let mut inbox = txn.open_table(INBOX)?;
-                let mut seq = inbox::last_seq(&meta, &inbox)?;
-                // Client ids: the current bucket takes new ids; older live buckets are looked up.
-                let any_ids = requests.iter().flatten().any(|n| n.client_id.is_some());
-                let width = id_bucket_width(dedup_window_ms);
-                let current_name = id_bucket_name(width, now_ms.div_euclid(width));
-                let older_names: Vec<String> = if any_ids {
-                    id_buckets(&txn)?
-                        .into_iter()
-                        .filter(|(n, w, i)| {
-                            (i + 1) * w > now_ms - dedup_window_ms && *n != current_name
-                        })
-                        .map(|(n, _, _)| n)
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                let mut current = if any_ids {
-                    Some(txn.open_table(TableDefinition::<u128, i64>::new(&current_name))?)
-                } else {
-                    None
-                };
-                let older = older_names
-                    .iter()
-                    .map(|n| txn.open_table(TableDefinition::<u128, i64>::new(n)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                for request in requests {
-                    let mut outcome = AppendOutcome::default();
-                    for new in request {
-                        if let (Some(cid), Some(current)) = (&new.client_id, current.as_mut()) {
-                            let key = id_hash(&new.event.workspace, cid);
-                            let mut seen = current.get(key)?.map(|v| v.value());
-                            for t in &older {
-                                if seen.is_some() {
-                                    break;
-                                }
-                                seen = t.get(key)?.map(|v| v.value());
-                            }
-                            if seen.is_some_and(|at| now_ms - at < dedup_window_ms) {
-                                outcome.duplicates += 1;
-                                continue;
-                            }
-                            current.insert(key, now_ms)?;
-                        }
-                        seq += 1;
-                        outcome.stored.push((seq, new.event));
-                    }
-                    outcomes.push(outcome);
-                }
-                inbox::insert(&mut inbox, outcomes.iter().flat_map(|o| &o.stored))?;
-            }
-            txn.commit()?;
-            self.inner.last_append_ms.store(now_ms, Ordering::Release);
-            Ok(outcomes)
-        })
+        let requests = requests
+            .into_iter()
+            .map(|events| KeyedRequest { key: None, events })
+            .collect();
+        self.append_keyed(requests, now_ms, dedup_window_ms)
     }
 
     /// When events were last appended (epoch ms; 0 = not since start).
