@@ -192,7 +192,8 @@ pub struct Event {
 
 impl Event {
     /// All event types fed by this event; trace events feed up to three.
-    pub fn feeds(&self) -> Vec<EventType> {
+    pub fn feeds(&self) -> Feeds {
+        let mut f = Feeds::default();
         match &self.body {
             EventBody::Trace {
                 duration_s,
@@ -200,31 +201,89 @@ impl Event {
                 error,
                 ..
             } => {
-                let mut v = Vec::with_capacity(3);
                 if *error {
-                    v.push(EventType::TraceErrors);
+                    f.insert(EventType::TraceErrors);
                 }
                 if cost.is_some() {
-                    v.push(EventType::TraceCost);
+                    f.insert(EventType::TraceCost);
                 }
                 if duration_s.is_some() {
-                    v.push(EventType::TraceLatency);
+                    f.insert(EventType::TraceLatency);
                 }
-                v
             }
-            EventBody::FeedbackScore { entity, .. } => vec![match entity {
+            EventBody::FeedbackScore { entity, .. } => f.insert(match entity {
                 ScoreEntity::Trace => EventType::TraceFeedbackScore,
                 ScoreEntity::Thread => EventType::ThreadFeedbackScore,
-            }],
+            }),
             EventBody::Guardrail { failed, .. } => {
                 if *failed {
-                    vec![EventType::GuardrailsTriggered]
-                } else {
-                    Vec::new()
+                    f.insert(EventType::GuardrailsTriggered);
                 }
             }
-            EventBody::Object { event_type, .. } => vec![*event_type],
+            EventBody::Object { event_type, .. } => f.insert(*event_type),
         }
+        f
+    }
+}
+
+/// What a threshold alert on trace types reads from a trace event, packed: a batch that reaches
+/// thousands of alerts is scanned once per alert, and a dense array of these stays in cache
+/// where the events themselves (behind pointers, with their strings) do not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    pub seq: u64,
+    pub timestamp_ms: i64,
+    pub received_ms: i64,
+    pub error: bool,
+    pub cost: Option<f64>,
+    pub duration_s: Option<f64>,
+}
+
+impl Point {
+    /// The point of a trace event; `None` for other kinds.
+    pub fn of(seq: u64, e: &Event) -> Option<Point> {
+        match e.body {
+            EventBody::Trace {
+                duration_s,
+                cost,
+                error,
+                ..
+            } => Some(Point {
+                seq,
+                timestamp_ms: e.timestamp_ms,
+                received_ms: e.received_ms,
+                error,
+                cost,
+                duration_s,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// The event types one event feeds, as a bit set: every alert asks this of every event it
+/// sees, so it must not allocate (a `Vec` here was most of an alert's cost per event).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Feeds(u16);
+
+impl Feeds {
+    fn insert(&mut self, t: EventType) {
+        self.0 |= 1 << t as u16;
+    }
+
+    /// Whether the event feeds `t`.
+    pub fn contains(&self, t: &EventType) -> bool {
+        self.0 & (1 << *t as u16) != 0
+    }
+
+    /// Whether the event feeds no type (a passed guardrail).
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// The types, in [`EventType::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = EventType> {
+        EventType::ALL.into_iter().filter(move |t| self.contains(t))
     }
 }
 

@@ -12,7 +12,7 @@
 //! replay, then the marker, then live events, in sequence order with nothing skipped.
 
 use crate::alert::actor::AlertMsg;
-use crate::event::{Event, EventType};
+use crate::event::{Event, EventType, Point};
 use crate::store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
@@ -27,7 +27,14 @@ pub type Routed = Vec<(u64, Arc<Event>)>;
 #[derive(Clone)]
 pub enum Batch {
     Own(Routed),
-    Shared(Arc<Routed>),
+    Shared(Arc<SharedBatch>),
+}
+
+/// A list shared by many alerts, with the packed [`Point`]s of its events when they are all
+/// traces (alerts with only trace thresholds read those instead of the events).
+pub struct SharedBatch {
+    pub events: Routed,
+    pub points: Option<Vec<Point>>,
 }
 
 impl Batch {
@@ -35,7 +42,15 @@ impl Batch {
     pub fn events(&self) -> &[(u64, Arc<Event>)] {
         match self {
             Batch::Own(v) => v,
-            Batch::Shared(v) => v,
+            Batch::Shared(v) => &v.events,
+        }
+    }
+
+    /// The events as points, when the batch has them.
+    pub fn points(&self) -> Option<&[Point]> {
+        match self {
+            Batch::Own(_) => None,
+            Batch::Shared(v) => v.points.as_deref(),
         }
     }
 }
@@ -162,7 +177,7 @@ impl RouterState {
             let Some((ws, by_type)) = self.index.get_key_value(&e.workspace) else {
                 continue;
             };
-            for t in e.feeds() {
+            for t in e.feeds().iter() {
                 let Some(table) = by_type.get(&t) else {
                     continue;
                 };
@@ -201,7 +216,11 @@ impl RouterState {
             }
         }
         for ((ws, t), evs) in shared {
-            let evs = Arc::new(evs);
+            let points = evs.iter().map(|(s, e)| Point::of(*s, e)).collect();
+            let evs = Arc::new(SharedBatch {
+                events: evs,
+                points,
+            });
             let table = &self.index[ws][&t];
             for &slot in &table.all_projects {
                 if self.simple[slot] {
@@ -280,7 +299,7 @@ impl Actor for Router {
                             for (i, r) in replaying.iter().enumerate() {
                                 if r.replay_after.is_some_and(|a| seq > a)
                                     && r.workspace == e.workspace
-                                    && feeds.iter().any(|t| r.scopes.iter().any(|(s, _)| s == t))
+                                    && feeds.iter().any(|t| r.scopes.iter().any(|(s, _)| *s == t))
                                 {
                                     per[i].push((seq, e.clone()));
                                 }

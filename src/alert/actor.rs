@@ -104,6 +104,8 @@ pub struct AlertActorState {
     early_asked: bool,
     /// Whether the alert has threshold triggers at all (only those fire early).
     has_thresholds: bool,
+    /// The alert reads shared batches as packed points ([`AlertState::reads_points`]).
+    reads_points: bool,
 }
 
 /// The alert actor.
@@ -171,8 +173,10 @@ impl Actor for AlertActor {
             .triggers
             .iter()
             .any(|t| t.threshold.is_some());
+        let reads_points = args.state.reads_points();
         Ok(AlertActorState {
             alert: args.state,
+            reads_points,
             id,
             generation: args.generation,
             ready: false,
@@ -191,12 +195,26 @@ impl Actor for AlertActor {
         match msg {
             AlertMsg::Events(events) => {
                 let mut counted = false;
-                for (seq, e) in events.events() {
-                    crate::testhooks::maybe_panic_on_apply(&state.id);
-                    let applied = state.alert.apply(*seq, e);
-                    counted |= applied.counted;
-                    if applied.late {
-                        metrics::events(crate::journal::kind_name(e), "late", 1);
+                match events.points() {
+                    Some(points) if state.reads_points => {
+                        for p in points {
+                            crate::testhooks::maybe_panic_on_apply(&state.id);
+                            let applied = state.alert.apply_point(p);
+                            counted |= applied.counted;
+                            if applied.late {
+                                metrics::events("trace", "late", 1);
+                            }
+                        }
+                    }
+                    _ => {
+                        for (seq, e) in events.events() {
+                            crate::testhooks::maybe_panic_on_apply(&state.id);
+                            let applied = state.alert.apply(*seq, e);
+                            counted |= applied.counted;
+                            if applied.late {
+                                metrics::events(crate::journal::kind_name(e), "late", 1);
+                            }
+                        }
                     }
                 }
                 // Early firing: a crossing is evaluated and committed now, not at the next tick.
@@ -234,6 +252,7 @@ impl Actor for AlertActor {
             AlertMsg::Reconfigure(spec) => {
                 state.has_thresholds = spec.triggers.iter().any(|t| t.threshold.is_some());
                 state.alert.reconfigure(spec);
+                state.reads_points = state.alert.reads_points();
             }
             AlertMsg::View(reply) => {
                 let _ = reply.send(AlertView {

@@ -435,3 +435,78 @@ fn a_checkpoint_with_marks_that_do_not_fit_its_triggers_is_refused() {
     let err = AlertState::decode_checkpoint("a", &bytes).unwrap_err();
     assert!(err.contains("alert \"a\""), "{err}");
 }
+
+/// Alerts that read shared batches as points must end exactly where reading the events ends:
+/// same applied results, same checkpoint, same notifications — including late events, replays of
+/// applied sequences, clock steps back and events without cost or duration.
+#[test]
+fn points_apply_exactly_like_events() {
+    let triggers = "[[alert.trigger]]\nevent = \"trace:cost\"\nthreshold = 3\nwindow = \"1m\"\n\
+        [[alert.trigger]]\nevent = \"trace:latency\"\nthreshold = 1.5\nwindow = \"5m\"\n\
+        [[alert.trigger]]\nevent = \"trace:errors\"\nthreshold = 4\nwindow = \"30s\"\n";
+    let s = spec(triggers);
+    let mut by_event = AlertState::new(s.clone(), 0);
+    let mut by_point = AlertState::new(s, 0);
+    assert!(by_point.reads_points());
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut ids_a, mut ids_b) = (ids(), ids());
+    let mut now = 1_780_000_000_000i64;
+    let mut seq = 0u64;
+    for round in 0..400 {
+        let r = next();
+        now += (r % 3_000) as i64;
+        if round % 97 == 96 {
+            now -= 120_000; // a clock stepped back
+        }
+        // Mostly new sequences; now and then an applied one comes again (replay).
+        let s = if r % 11 == 0 && seq > 3 {
+            seq - 2
+        } else {
+            seq += 1;
+            seq
+        };
+        let (_, mut e) = trace(s, now - (r >> 20) as i64 % 400_000, "p1", r % 3 == 0);
+        e.received_ms = now;
+        if let EventBody::Trace {
+            cost, duration_s, ..
+        } = &mut e.body
+        {
+            *cost = (r % 5 != 0).then(|| (r >> 8) as f64 % 2.0);
+            *duration_s = (r % 7 != 0).then(|| (r >> 16) as f64 % 3.0);
+        }
+        let a = by_event.apply(s, &e);
+        let b = by_point.apply_point(&crate::event::Point::of(s, &e).unwrap());
+        assert_eq!((a.counted, a.late), (b.counted, b.late), "round {round}");
+        if round % 10 == 0 {
+            let na = by_event.tick(now, &mut ids_a);
+            let nb = by_point.tick(now, &mut ids_b);
+            assert_eq!(
+                serde_json::to_string(&na).unwrap(),
+                serde_json::to_string(&nb).unwrap(),
+                "round {round}"
+            );
+        }
+    }
+    assert_eq!(
+        codec::encode(&by_event.checkpoint()),
+        codec::encode(&by_point.checkpoint())
+    );
+}
+
+#[test]
+fn only_trace_thresholds_over_every_project_read_points() {
+    assert!(
+        !AlertState::new(spec(ERRORS), 0).reads_points(),
+        "a project filter"
+    );
+    let per_event = "[[alert.trigger]]\nevent = \"trace:guardrails_triggered\"\n";
+    assert!(!AlertState::new(spec(per_event), 0).reads_points());
+    let score = "[[alert.trigger]]\nevent = \"trace:feedback_score\"\nscore = \"q\"\nthreshold = 0.5\noperator = \"<\"\nwindow = \"1m\"\n";
+    assert!(!AlertState::new(spec(score), 0).reads_points());
+}

@@ -424,7 +424,7 @@ mod tests {
         );
         let events = m.into_events(NOW_MS);
         assert_eq!(
-            events[0].event.feeds(),
+            events[0].event.feeds().iter().collect::<Vec<_>>(),
             vec![crate::event::EventType::TraceLatency]
         );
     }
