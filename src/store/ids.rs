@@ -15,15 +15,16 @@
 //!   steps, by a background thread, as 4 KiB blocks of (key, time offset) pairs, 20 bytes an id;
 //!   the last step records the run in `ingest_id_runs` and deletes its log rows, atomically.
 //!   Writing sorted blocks into a fresh table writes each page once.
-//! - **filters** (memory): a binary fuse filter per run (≈ 1.1 bytes an id, 0.4 % false
-//!   positives), so looking up a new id reads the disk for about one run in 250.
+//! - **filters** (memory): a 16-bit binary fuse filter per run (≈ 2.3 bytes an id, 0.0015 %
+//!   false positives), so looking up a new id almost never reads the disk. (8-bit filters, half
+//!   the memory, sent 0.4 % of lookups per run to the disk: 2 % of the ingest CPU in the bench.)
 //! - **expiry**: a run goes whole, by dropping its table, once its newest id is older than the
 //!   window, or early (oldest first) while more than `ingest.max_remembered_ids` are remembered.
 //!
 //! Memory: unsealed ids cost 21 bytes per hash-table slot (24–48 bytes per id), and sets are
-//! capped at [`MAX_SET`] ids (11 MiB) with at most [`MAX_FROZEN`] frozen ones waiting, so
-//! unsealed ids use at most ≈ 45 MiB (plus ≈ 9 MiB while a run is written); sealed ids cost their
-//! filter, ≈ 1.13 bytes each (11 MiB for the default cap of 10 million).
+//! capped at [`MAX_SET`] ids (5.5 MiB) with at most [`MAX_FROZEN`] frozen ones waiting, so
+//! unsealed ids use at most ≈ 17 MiB (plus ≈ 7 MiB while a run is sorted); sealed ids cost
+//! their filter, ≈ 2.3 bytes each (23 MiB for the default cap of 10 million).
 
 use super::{Store, StoreError};
 use redb::{
@@ -32,9 +33,9 @@ use redb::{
 };
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
-use xorf::{BinaryFuse8, Filter as _};
+use xorf::{BinaryFuse16, Filter as _};
 
 /// Log key → accepted ms (8 bytes, big-endian) followed by 16-byte id keys.
 const ID_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ingest_id_log");
@@ -50,12 +51,12 @@ const LOG_ROW_IDS: usize = 254;
 const BLOCK_ENTRY: usize = 20;
 /// Ids per run block: 203 × 20 = 4,060 bytes, one block (with its 16-byte key) to a 4 KiB leaf.
 const BLOCK_IDS: usize = 203;
-/// Ids written per sealing step (160 blocks, 650 KB), so one step holds the single writer for a
-/// few milliseconds and ingest commits interleave.
-const SEAL_STEP_IDS: usize = BLOCK_IDS * 160;
-/// The most ids an unsealed set holds: 2^19 × 7/8, the most a 2^19-slot hash table takes
-/// (2^19 × 21 bytes = 11 MiB).
-pub const MAX_SET: usize = 458_752;
+/// Ids written per sealing step (48 blocks, 195 KB), so one step holds the single writer for
+/// about a millisecond and ingest commits interleave.
+const SEAL_STEP_IDS: usize = BLOCK_IDS * 48;
+/// The most ids an unsealed set holds: 2^18 × 7/8, the most a 2^18-slot hash table takes
+/// (2^18 × 21 bytes = 5.5 MiB); sorting one for sealing takes about 20 ms on the sealing thread.
+pub const MAX_SET: usize = 229_376;
 /// Frozen sets allowed to wait for sealing; past this, an append seals before it returns.
 pub const MAX_FROZEN: usize = 2;
 /// Runs smaller than this keep their first 8 key bytes sorted instead of a filter (exact, and
@@ -115,6 +116,9 @@ struct Pending {
     max_ms: i64,
     /// The last log row holding its ids (its rows are the ones after the previous set's).
     through_log: u64,
+    /// Once frozen and sorted for sealing: its filter, checked before the (much larger) hash
+    /// table so that looking up a new id touches less memory.
+    filter: OnceLock<Arc<RunFilter>>,
 }
 
 impl Pending {
@@ -139,7 +143,7 @@ impl Pending {
 
 /// What tells a run's ids apart from others without reading it.
 enum RunFilter {
-    Fuse(BinaryFuse8),
+    Fuse(BinaryFuse16),
     /// The first 8 bytes of each key, sorted (small runs).
     Exact(Box<[u64]>),
 }
@@ -149,7 +153,7 @@ impl RunFilter {
     fn build(mut his: Vec<u64>) -> RunFilter {
         his.dedup();
         if his.len() >= EXACT_FILTER_IDS {
-            if let Ok(f) = BinaryFuse8::try_from(&his) {
+            if let Ok(f) = BinaryFuse16::try_from(&his) {
                 return RunFilter::Fuse(f);
             }
         }
@@ -170,7 +174,7 @@ struct Run {
     min_ms: i64,
     max_ms: i64,
     len: u64,
-    filter: RunFilter,
+    filter: Arc<RunFilter>,
 }
 
 /// Everything in memory about remembered ids; the file is the truth, this is its index.
@@ -204,7 +208,14 @@ impl IdState {
 
     fn freeze(&mut self) {
         if !self.active.ids.is_empty() {
-            let set = std::mem::take(&mut self.active);
+            // The next set is sized like this one: under a steady load it fills as much, and
+            // growing a large table on the ingest path would stall an append.
+            let size = self.active.ids.len().min(self.seal_size());
+            let next = Pending {
+                ids: KeyMap::with_capacity_and_hasher(size, Default::default()),
+                ..Pending::default()
+            };
+            let set = std::mem::replace(&mut self.active, next);
             self.frozen.push_back(Arc::new(set));
         }
     }
@@ -311,43 +322,70 @@ pub(super) struct IdBatch<'t, 's> {
 impl<'t, 's> IdBatch<'t, 's> {
     /// Whether this client id was accepted within the window; if not, it is remembered now.
     pub(super) fn is_duplicate(&mut self, workspace: &str, id: &str) -> Result<bool, StoreError> {
+        use std::collections::hash_map::Entry;
         let key = id_key(workspace, id);
-        let st = self
+        let now = self.now_ms;
+        let horizon = now - self.window_ms;
+        let live = |at: i64| at > horizon;
+        let st = &mut **self
             .state
             .as_mut()
             .expect("a batch holds the state until it is written");
-        let horizon = self.now_ms - self.window_ms;
-        let live = |at: i64| at > horizon;
-        if st.active.at(&key).is_some_and(live) {
-            return Ok(true);
-        }
-        for f in st.frozen.iter().rev() {
-            if f.max_ms > horizon && f.at(&key).is_some_and(live) {
-                return Ok(true);
-            }
-        }
-        let hi = hi64(&key);
-        for run in st.runs.iter().rev() {
-            if run.max_ms <= horizon || !run.filter.may_contain(hi) {
-                continue;
-            }
-            let table = match self.runs.entry(run.id) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(self.txn.open_table(run_def(&run_name(run.id)))?)
-                }
-            };
-            if let Some(off) = find_in_run(table, &key)? {
-                if live(run.min_ms + off as i64) {
-                    return Ok(true);
-                }
-            }
-        }
-        if !st.active.fits(self.now_ms) {
+        if !st.active.fits(now) {
             st.freeze();
             self.signal.wake();
         }
-        st.active.insert(key, self.now_ms);
+        if st.active.ids.is_empty() {
+            st.active.base_ms = now;
+            st.active.max_ms = now;
+        }
+        let IdState {
+            active,
+            frozen,
+            runs,
+            ..
+        } = st;
+        let offset = (now - active.base_ms) as u32;
+        // One probe of the active set: found, or the slot a new id goes into.
+        let slot = match active.ids.entry(key) {
+            Entry::Occupied(e) if live(active.base_ms + *e.get() as i64) => return Ok(true),
+            // Seen here but longer ago than the window: older sets hold nothing newer.
+            Entry::Occupied(mut e) => {
+                *e.get_mut() = offset;
+                None
+            }
+            Entry::Vacant(v) => Some(v),
+        };
+        if let Some(slot) = slot {
+            let hi = hi64(&key);
+            for f in frozen.iter().rev() {
+                if f.max_ms <= horizon || f.filter.get().is_some_and(|f| !f.may_contain(hi)) {
+                    continue;
+                }
+                if f.at(&key).is_some_and(live) {
+                    return Ok(true);
+                }
+            }
+            for run in runs.iter().rev() {
+                if run.max_ms <= horizon || !run.filter.may_contain(hi) {
+                    continue;
+                }
+                let table = match self.runs.entry(run.id) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(self.txn.open_table(run_def(&run_name(run.id)))?),
+                };
+                if let Some(off) = find_in_run(table, &key)? {
+                    if live(run.min_ms + off as i64) {
+                        return Ok(true);
+                    }
+                }
+            }
+            slot.insert(offset);
+        }
+        active.max_ms = active.max_ms.max(now);
+        if self.new.capacity() == 0 {
+            self.new.reserve(1024);
+        }
         self.new.push(key);
         Ok(false)
     }
@@ -483,7 +521,7 @@ struct Build {
     min_ms: i64,
     max_ms: i64,
     written: usize,
-    filter: Option<RunFilter>,
+    filter: Arc<RunFilter>,
 }
 
 impl Build {
@@ -496,7 +534,10 @@ impl Build {
         sorted.sort_unstable_by_key(|e| e.0);
         let min_ms = sorted.iter().map(|e| e.1).min().unwrap_or(set.base_ms);
         let max_ms = sorted.iter().map(|e| e.1).max().unwrap_or(set.max_ms);
-        let filter = RunFilter::build(sorted.iter().map(|(k, _)| hi64(k)).collect());
+        let filter = Arc::new(RunFilter::build(
+            sorted.iter().map(|(k, _)| hi64(k)).collect(),
+        ));
+        let _ = set.filter.set(filter.clone());
         Build {
             set,
             generation,
@@ -505,7 +546,7 @@ impl Build {
             min_ms,
             max_ms,
             written: 0,
-            filter: Some(filter),
+            filter,
         }
     }
 }
@@ -567,7 +608,7 @@ impl Store {
                 min_ms: b.min_ms,
                 max_ms: b.max_ms,
                 len: b.sorted.len() as u64,
-                filter: b.filter.take().expect("a run is recorded once"),
+                filter: b.filter.clone(),
             });
             Ok(true)
         })?;
@@ -715,7 +756,7 @@ fn load_state(db: &Database, generation: u64) -> Result<IdState, StoreError> {
             min_ms,
             max_ms,
             len,
-            filter: RunFilter::build(his),
+            filter: Arc::new(RunFilter::build(his)),
         });
         st.next_run = id + 1;
     }
