@@ -1,5 +1,6 @@
-//! Remembered client ids (issue 21): one hashed row per id in time-bucketed tables, exact
-//! de-duplication within `ingest.dedup_window`, expiry by dropping whole buckets, and a cap.
+//! Remembered client ids (issue 21): exact de-duplication within `ingest.dedup_window`, ids in a
+//! log and sorted runs (about 20 bytes each once sealed), kept across reopening, expiry by
+//! dropping whole runs, and a cap that forgets the oldest first.
 
 use alertd::event::{Event, EventBody};
 use alertd::store::{NewEvent, Store};
@@ -59,32 +60,65 @@ fn a_repeat_within_the_window_is_a_duplicate_and_after_it_is_not() {
     assert_eq!(out[0].duplicates, 0);
 }
 
-#[test]
-fn expired_buckets_are_dropped_whole_and_ids_are_small_on_disk() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.redb");
-    let store = Store::open(&path).unwrap();
-    let n = 20_000;
-    let ids: Vec<String> = (0..n).map(|i| format!("client-id-{i:08}")).collect();
+/// Appends `ids` in batches of 1,000 at `now`.
+fn accept_all(store: &Store, ids: &[String], now: i64) {
     for chunk in ids.chunks(1000) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        assert_eq!(duplicates(&store, &refs, T0), 0);
+        assert_eq!(duplicates(store, &refs, now), 0);
     }
-    // Pruning after the window drops the bucket (one bucket per step).
+}
+
+fn names(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i:08}")).collect()
+}
+
+fn prune_all(store: &Store, expire_before: i64, max_ids: u64) {
     let last = store.last_seq().unwrap();
     while !store
-        .prune_step(last, T0 + 2 * WINDOW, u64::MAX, 100_000)
+        .prune_step(last, expire_before, max_ids, 100_000)
         .unwrap()
     {}
+}
+
+#[test]
+fn sealed_runs_remember_exactly_and_expire_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a.redb")).unwrap();
+    let early = names("early", 50_000);
+    accept_all(&store, &early, T0);
+    // A later append starts a new set; the first is sealed into a run on disk.
+    let later = names("later", 2_000);
+    accept_all(&store, &later, T0 + WINDOW / 2);
+    store.seal_ids().unwrap();
+    assert_eq!(store.remembered_ids(), 52_000);
+    // Every sealed id is found (through the filter and the run's blocks), with its own time.
+    for chunk in early.chunks(5_000) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        assert_eq!(duplicates(&store, &refs, T0 + WINDOW - 1), refs.len());
+    }
+    assert_eq!(duplicates(&store, &["early-00000007"], T0 + WINDOW), 0);
+    // Pruning at T0 + WINDOW (ids accepted at or before T0 are over) drops the first run
+    // whole; the later ids stay.
+    prune_all(&store, T0, u64::MAX);
+    assert_eq!(store.remembered_ids(), 2_001, "the run of 50,000 is gone");
     assert_eq!(
-        duplicates(&store, &["client-id-00000001"], T0 + 2 * WINDOW),
-        0
+        duplicates(
+            &store,
+            &["early-00000008", "later-00000001"],
+            T0 + WINDOW + 1
+        ),
+        1
     );
-    // Disk per id: live pages of two fresh files with the same events, with and without ids.
+}
+
+#[test]
+fn ids_are_small_on_disk_once_sealed() {
+    let n = 40_600; // 200 blocks of 203 ids
+    let ids = names("client-id", n);
+    // Live pages of two files with the same events, with and without ids, ids sealed.
     let size_with = |with_ids: bool| {
         let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("s.redb");
-        let s = Store::open(&p).unwrap();
+        let s = Store::open(&d.path().join("s.redb")).unwrap();
         for chunk in ids.chunks(1000) {
             let batch: Vec<NewEvent> = chunk
                 .iter()
@@ -95,11 +129,61 @@ fn expired_buckets_are_dropped_whole_and_ids_are_small_on_disk() {
                 .collect();
             s.append(vec![batch], T0, WINDOW).unwrap();
         }
+        // An empty append a while later freezes the set; seal it.
+        s.append(vec![vec![event("next")]], T0 + WINDOW / 2, WINDOW)
+            .unwrap();
+        s.seal_ids().unwrap();
         s.space().unwrap().live_bytes
     };
     let per_id = (size_with(true) as f64 - size_with(false) as f64) / n as f64;
     eprintln!("disk per remembered id: {per_id:.1} bytes");
-    assert!(per_id <= 48.0, "{per_id} bytes per id");
+    assert!(per_id <= 24.0, "{per_id} bytes per id");
+}
+
+#[test]
+fn ids_are_remembered_across_reopening_whether_sealed_or_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.redb");
+    let (sealed, frozen, active) = (names("s", 3_000), names("f", 3_000), names("a", 3_000));
+    {
+        let store = Store::open(&path).unwrap();
+        accept_all(&store, &sealed, T0);
+        accept_all(&store, &frozen, T0 + 100_000);
+        store.seal_ids().unwrap(); // the first set; the second is only in the log
+        accept_all(&store, &active, T0 + 200_000);
+    }
+    // A run table left half-written (a crash while sealing) is discarded at open.
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let def: redb::TableDefinition<u128, &[u8]> =
+            redb::TableDefinition::new("ingest_id_run.999");
+        txn.open_table(def)
+            .unwrap()
+            .insert(1, [0u8; 20].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.remembered_ids(), 9_000);
+    for set in [&sealed, &frozen, &active] {
+        let refs: Vec<&str> = set.iter().map(String::as_str).collect();
+        assert_eq!(duplicates(&store, &refs, T0 + 300_000), refs.len());
+    }
+    assert_eq!(duplicates(&store, &["new"], T0 + 300_000), 0);
+    let db_tables = {
+        drop(store);
+        let db = redb::Database::open(&path).unwrap();
+        let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+        txn.list_tables()
+            .unwrap()
+            .map(|t| redb::TableHandle::name(&t).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !db_tables.iter().any(|t| t == "ingest_id_run.999"),
+        "{db_tables:?}"
+    );
 }
 
 #[test]
@@ -107,11 +191,11 @@ fn over_the_cap_the_oldest_ids_are_forgotten_first() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("a.redb")).unwrap();
     assert_eq!(duplicates(&store, &["old-1", "old-2"], T0), 0);
-    // A later bucket (half a window later).
+    // A later set (half a window later).
     assert_eq!(duplicates(&store, &["new-1", "new-2"], T0 + WINDOW / 2), 0);
-    let last = store.last_seq().unwrap();
-    // Cap of 2 ids: the oldest bucket goes although its window is not over.
-    while !store.prune_step(last, T0, 2, 100_000).unwrap() {}
+    // Cap of 2 ids: the oldest go although their window is not over.
+    prune_all(&store, T0, 2);
+    assert_eq!(store.remembered_ids(), 2);
     assert_eq!(
         duplicates(&store, &["old-1"], T0 + WINDOW / 2 + 1),
         0,
@@ -122,6 +206,31 @@ fn over_the_cap_the_oldest_ids_are_forgotten_first() {
         1,
         "still remembered"
     );
+}
+
+#[test]
+fn the_cap_bounds_many_ids_in_sets_of_an_eighth_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("a.redb")).unwrap();
+    let cap = 16_000;
+    prune_all(&store, T0 - WINDOW, cap); // the store learns the cap: sets of 2,000 ids
+    let ids = names("id", 40_000);
+    for (i, chunk) in ids.chunks(1000).enumerate() {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        assert_eq!(duplicates(&store, &refs, T0 + i as i64), 0);
+        prune_all(&store, T0 - WINDOW, cap);
+        assert!(store.remembered_ids() <= cap, "{}", store.remembered_ids());
+    }
+    // At most an eighth of the cap was forgotten beyond what the cap requires.
+    assert!(
+        store.remembered_ids() >= cap - cap / 8,
+        "{}",
+        store.remembered_ids()
+    );
+    let newest: Vec<&str> = ids[40_000 - 12_000..].iter().map(String::as_str).collect();
+    assert_eq!(duplicates(&store, &newest, T0 + 100), newest.len());
+    let oldest: Vec<&str> = ids[..20_000].iter().map(String::as_str).collect();
+    assert_eq!(duplicates(&store, &oldest, T0 + 100), 0, "forgotten early");
 }
 
 #[test]
@@ -160,4 +269,75 @@ fn compaction_gives_the_space_of_a_burst_back() {
         store.compact_if_worthwhile().unwrap().is_none(),
         "nothing left to gain"
     );
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// (workspace, id) pairs from small alphabets, so repeats are common.
+    Append(Vec<(u8, u8)>),
+    Advance(i64),
+    Seal,
+    Prune,
+    Reopen,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => proptest::collection::vec((0u8..2, 0u8..24), 0..12).prop_map(Op::Append),
+        3 => (0i64..4_000).prop_map(Op::Advance),
+        1 => Just(Op::Seal),
+        1 => Just(Op::Prune),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever the interleaving of appends, sealing, pruning and reopening, an id is a
+    /// duplicate exactly when the model (a map of id → last acceptance) says it was accepted
+    /// within the window.
+    #[test]
+    fn dedup_matches_a_hash_map_model(ops in proptest::collection::vec(op(), 1..40)) {
+        const W: i64 = 10_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.redb");
+        let mut store = Some(Store::open(&path).unwrap());
+        let mut model: std::collections::HashMap<(u8, u8), i64> = Default::default();
+        let mut now = T0;
+        for op in ops {
+            let s = store.as_ref().unwrap();
+            match op {
+                Op::Append(ids) => {
+                    let batch: Vec<NewEvent> = ids
+                        .iter()
+                        .map(|(ws, id)| {
+                            let mut e = event(&format!("id{id}"));
+                            e.event.workspace = format!("ws{ws}");
+                            e
+                        })
+                        .collect();
+                    let mut expected = 0;
+                    for key in &ids {
+                        match model.get(key) {
+                            Some(at) if now - at < W => expected += 1,
+                            _ => {
+                                model.insert(*key, now);
+                            }
+                        }
+                    }
+                    let out = s.append(vec![batch], now, W).unwrap();
+                    proptest::prop_assert_eq!(out[0].duplicates, expected, "at {}", now - T0);
+                }
+                Op::Advance(ms) => now += ms,
+                Op::Seal => s.seal_ids().unwrap(),
+                Op::Prune => prune_all(s, now - W, u64::MAX),
+                Op::Reopen => {
+                    drop(store.take()); // closes the file first
+                    store = Some(Store::open(&path).unwrap());
+                }
+            }
+        }
+    }
 }

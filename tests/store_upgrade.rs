@@ -1,6 +1,6 @@
-//! A data file written by the previous release (schema 1, `tests/fixtures/store-schema1.redb`,
-//! see the README there) opens with this one: nothing it holds is lost, it is upgraded to the
-//! current schema, and the tables added since (silences) work in it.
+//! Data files written by earlier releases (schema 1 and schema 3, `tests/fixtures/`, see the
+//! README there) open with this one: nothing they hold is lost, they are upgraded to the current
+//! schema, and the tables added since (silences) work in them.
 
 mod common;
 
@@ -15,7 +15,13 @@ const T0: i64 = 1_780_000_000_000;
 
 /// A private copy of the fixture in `dir`, named as the test daemon's config expects.
 fn copy_fixture(dir: &Path) -> PathBuf {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-schema1.redb");
+    copy_named(dir, "store-schema1.redb")
+}
+
+fn copy_named(dir: &Path, fixture: &str) -> PathBuf {
+    let from = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(fixture);
     let to = dir.join("alertd.redb");
     std::fs::copy(from, &to).unwrap();
     to
@@ -82,7 +88,7 @@ fn a_schema_1_file_keeps_its_events_state_and_history_and_takes_silences() {
             .unwrap();
         assert_eq!(store.silences().all(), &[s]);
         // The remembered client id "c1" (accepted at T0) still de-duplicates after the move
-        // to hashed, bucketed id tables (schema 3); a new id does not.
+        // to hashed ids (schema 3, then 4); a new id does not.
         let ev = |cid: &str| {
             let mut e = store.read_inbox(0, 1).unwrap()[0].1.clone();
             e.id = uuid::Uuid::now_v7().to_string();
@@ -121,4 +127,106 @@ async fn the_daemon_runs_on_a_schema_1_file() {
     assert_eq!(s, 201, "{v}");
     let (_, v) = d.get("/v1/silences").await;
     assert_eq!(v["silences"][0]["state"], "active");
+}
+
+/// The tables of a redb file, by name.
+fn tables_of(path: &Path) -> Vec<String> {
+    let db = redb::Database::open(path).unwrap();
+    let t = redb::ReadableDatabase::begin_read(&db).unwrap();
+    t.list_tables()
+        .unwrap()
+        .map(|h| redb::TableHandle::name(&h).to_string())
+        .collect()
+}
+
+#[test]
+fn a_schema_3_file_keeps_its_remembered_ids_deliveries_checkpoints_and_dead_letters() {
+    const WINDOW: i64 = 600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_named(dir.path(), "store-schema3.redb");
+    assert_eq!(schema_of(&path), 3, "the fixture is a schema-3 file");
+    assert!(tables_of(&path)
+        .iter()
+        .any(|t| t.starts_with("ingest_ids.")));
+    {
+        let store = Store::open(&path).unwrap();
+        // Events, the alert's checkpoint, the delivered, pending and dead deliveries.
+        assert_eq!(store.last_seq().unwrap(), 6);
+        assert_eq!(store.applied_through().unwrap(), 1);
+        let inbox = store.read_inbox(0, 10).unwrap();
+        assert_eq!(inbox.len(), 5);
+        assert_eq!(inbox[4].1.id, "fixture-default-r3");
+        let cps = store.load_checkpoints().unwrap();
+        let cp = AlertState::decode_checkpoint("legacy", &cps["legacy"]).unwrap();
+        assert_eq!(cp.applied_seq, 1);
+        let delivered = store
+            .list_deliveries(DeliveryStatus::Delivered, 10)
+            .unwrap();
+        assert_eq!(delivered.len(), 1);
+        let pending = store.load_outbox().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(
+            (pending[0].attempts, pending[0].last_status),
+            (2, Some(503))
+        );
+        let dead = store.list_deliveries(DeliveryStatus::Dead, 10).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+        assert_eq!(store.list_quarantine(10).unwrap().1, 0);
+        // Every remembered id (in two bucket widths: "c1" from schema 1, the rest from
+        // schema 3, one in another workspace) is still a duplicate; a new id is not.
+        assert_eq!(store.remembered_ids(), 5);
+        let ev = |cid: &str, ws: &str| {
+            let mut e = inbox[0].1.clone();
+            e.id = uuid::Uuid::now_v7().to_string();
+            e.workspace = ws.into();
+            alertd::store::NewEvent {
+                client_id: Some(cid.to_string()),
+                event: e,
+            }
+        };
+        let retry = vec![
+            ev("c1", "default"),
+            ev("r1", "default"),
+            ev("r2", "default"),
+            ev("r1", "ws2"),
+            ev("r3", "default"),
+            ev("r9", "default"),
+            ev("r2", "ws2"),
+        ];
+        let out = store.append(vec![retry], T0 + 400_000, WINDOW).unwrap();
+        assert_eq!(out[0].duplicates, 5, "every remembered id");
+        assert_eq!(out[0].stored.len(), 2, "r9 and ws2's r2 are new");
+        // Each id keeps its own time: "c1" (accepted at T0) is over at T0 + window, "r3"
+        // (T0 + 310 s) is not.
+        let out = store
+            .append(
+                vec![vec![ev("c1", "default"), ev("r3", "default")]],
+                T0 + WINDOW,
+                WINDOW,
+            )
+            .unwrap();
+        assert_eq!(out[0].duplicates, 1);
+    }
+    assert_eq!(schema_of(&path), alertd::store::SCHEMA_VERSION);
+    let tables = tables_of(&path);
+    assert!(
+        !tables.iter().any(|t| t.starts_with("ingest_ids.")),
+        "the bucket tables are converted: {tables:?}"
+    );
+    // And again after reopening the upgraded file.
+    let store = Store::open(&path).unwrap();
+    let mut e = store.read_inbox(0, 1).unwrap()[0].1.clone();
+    e.id = uuid::Uuid::now_v7().to_string();
+    let out = store
+        .append(
+            vec![vec![alertd::store::NewEvent {
+                client_id: Some("r9".into()),
+                event: e,
+            }]],
+            T0 + 400_001,
+            WINDOW,
+        )
+        .unwrap();
+    assert_eq!(out[0].duplicates, 1);
 }

@@ -382,6 +382,7 @@ pub(crate) fn storage(ctx: &mut Ctx) -> Fut<'_> {
             };
             let r = run_load(&spec).await;
             guard.check()?;
+            let (_, hwm) = rss_kib(pid);
             let file_end = a.file_bytes();
             let accepted = metric_opt(&a.metrics_text().await, "alertd_events_total", "accepted")
                 .unwrap_or(f64::NAN);
@@ -394,6 +395,7 @@ pub(crate) fn storage(ctx: &mut Ctx) -> Fut<'_> {
             let rep = &mut ctx.report;
             rep.add(g, &scen, "alertd", "events/s", r.rps() * BATCH as f64);
             rep.add(g, &scen, "alertd", "p99 ms", r.pct_ms(0.99));
+            rep.add(g, &scen, "alertd", "RSS MiB (peak)", hwm as f64 / 1024.0);
             rep.add(
                 g,
                 &scen,
@@ -494,6 +496,27 @@ pub(crate) fn storage(ctx: &mut Ctx) -> Fut<'_> {
 
 pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
+/// Ids in the log and runs of a schema-4 file; `None` for older layouts.
+fn id_counts(path: &Path) -> Res<Option<u64>> {
+    use redb::{ReadableDatabase, ReadableTable, TableHandle};
+    let db = redb::ReadOnlyDatabase::open(path)?;
+    let txn = db.begin_read()?;
+    if !txn.list_tables()?.any(|t| t.name() == "ingest_id_runs") {
+        return Ok(None);
+    }
+    let runs: redb::TableDefinition<u64, (i64, i64, u64)> =
+        redb::TableDefinition::new("ingest_id_runs");
+    let log: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("ingest_id_log");
+    let mut n = 0;
+    for row in txn.open_table(runs)?.iter()? {
+        n += row?.1.value().2;
+    }
+    for row in txn.open_table(log)?.iter()? {
+        n += (row?.1.value().len().saturating_sub(8) / 16) as u64;
+    }
+    Ok(Some(n))
+}
+
 /// Bytes of all redb pages in use by tables (the live data) of a stopped daemon's file.
 pub(crate) fn live_bytes(path: &Path, clean_stop: bool) -> Res<f64> {
     if !clean_stop {
@@ -503,16 +526,21 @@ pub(crate) fn live_bytes(path: &Path, clean_stop: bool) -> Res<f64> {
 }
 
 /// (remembered ids, bytes of the id tables' pages, per-table breakdown) of a stopped daemon's
-/// file. The id count is the largest entry count among the id tables (each holds one row per
-/// id today).
+/// file. Ids are counted from the id log (8-byte time + 16 bytes an id per row) and the runs'
+/// index `ingest_id_runs` (run → (oldest, newest, ids)) when the file has them (schema 4);
+/// older layouts held one row per id, so there the largest id table's row count is used.
 pub(crate) fn id_cost(path: &Path, clean_stop: bool) -> Res<(f64, f64, String)> {
     if !clean_stop {
         return Err("alertd did not stop within 30 s after SIGTERM".into());
     }
     let tables = redb_tables(path)?;
+    let runs = tables
+        .iter()
+        .filter(|t| t.name.starts_with("ingest_id_run."))
+        .count();
     let breakdown = tables
         .iter()
-        .filter(|t| t.entries > 0)
+        .filter(|t| t.entries > 0 && !t.name.starts_with("ingest_id_run."))
         .map(|t| {
             format!(
                 "`{}` {} rows, {:.1} MiB in pages ({:.0} B/row; keys+values {:.0} B/row)",
@@ -523,10 +551,24 @@ pub(crate) fn id_cost(path: &Path, clean_stop: bool) -> Res<(f64, f64, String)> 
                 t.stored_bytes as f64 / t.entries as f64
             )
         })
+        .chain((runs > 0).then(|| {
+            let run_bytes: u64 = tables
+                .iter()
+                .filter(|t| t.name.starts_with("ingest_id_run."))
+                .map(|t| t.page_bytes)
+                .sum();
+            format!(
+                "{runs} run tables `ingest_id_run.*`, {:.1} MiB in pages",
+                run_bytes as f64 / MIB
+            )
+        }))
         .collect::<Vec<_>>()
         .join(", ");
     let id_tables: Vec<&TableInfo> = tables.iter().filter(|t| is_id_table(&t.name)).collect();
-    let ids = id_tables.iter().map(|t| t.entries).max().unwrap_or(0);
+    let ids = match id_counts(path)? {
+        Some(n) => n,
+        None => id_tables.iter().map(|t| t.entries).max().unwrap_or(0),
+    };
     if ids == 0 {
         return Err(format!("no id table recognised (tables: {breakdown})").into());
     }

@@ -11,11 +11,7 @@
 //! message keyed `X` and an HTTP event with `id` `X` in the same workspace are the same event,
 //! as they were when the key was the event's client id).
 
-use super::{
-    durable, id_bucket_name, id_bucket_width, id_buckets, id_hash, AppendOutcome, NewEvent, Store,
-    StoreError, INBOX, META,
-};
-use redb::{ReadableTable, TableDefinition};
+use super::{durable, AppendOutcome, NewEvent, Store, StoreError, INBOX, META};
 use std::sync::atomic::Ordering;
 
 /// One group of events appended as a whole, de-duplicated by `key` when it is given.
@@ -25,39 +21,6 @@ pub struct KeyedRequest {
     /// window under the first event's workspace; `None` = the events' own client ids only.
     pub key: Option<String>,
     pub events: Vec<NewEvent>,
-}
-
-type IdTable<'t> = redb::Table<'t, u128, i64>;
-
-/// The live client-id buckets of one transaction: the current one takes new ids.
-struct Ids<'t> {
-    current: IdTable<'t>,
-    older: Vec<IdTable<'t>>,
-    now_ms: i64,
-    window_ms: i64,
-}
-
-impl Ids<'_> {
-    /// Whether `key` was remembered within the window.
-    fn seen(&self, key: u128) -> Result<bool, StoreError> {
-        let mut at = self.current.get(key)?.map(|v| v.value());
-        for t in &self.older {
-            if at.is_some() {
-                break;
-            }
-            at = t.get(key)?.map(|v| v.value());
-        }
-        Ok(at.is_some_and(|at| self.now_ms - at < self.window_ms))
-    }
-
-    /// True (and remembered) when `key` is new; false when it is a duplicate.
-    fn first_time(&mut self, key: u128) -> Result<bool, StoreError> {
-        if self.seen(key)? {
-            return Ok(false);
-        }
-        self.current.insert(key, self.now_ms)?;
-        Ok(true)
-    }
 }
 
 impl Store {
@@ -77,51 +40,27 @@ impl Store {
         now_ms: i64,
         dedup_window_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
-        self.with(|db| {
+        let r = self.with(|db| {
             let txn = durable(db)?;
             let mut outcomes = Vec::with_capacity(requests.len());
-            {
+            let ids = {
                 let meta = txn.open_table(META)?;
                 let mut inbox = txn.open_table(INBOX)?;
                 let mut seq = super::inbox::last_seq(&meta, &inbox)?;
-                let any_ids = requests
-                    .iter()
-                    .any(|r| r.key.is_some() || r.events.iter().any(|e| e.client_id.is_some()));
-                let mut ids = if any_ids {
-                    let width = id_bucket_width(dedup_window_ms);
-                    let current_name = id_bucket_name(width, now_ms.div_euclid(width));
-                    let older = id_buckets(&txn)?
-                        .into_iter()
-                        .filter(|(n, w, i)| {
-                            (i + 1) * w > now_ms - dedup_window_ms && *n != current_name
-                        })
-                        .map(|(n, _, _)| txn.open_table(TableDefinition::<u128, i64>::new(&n)))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    Some(Ids {
-                        current: txn
-                            .open_table(TableDefinition::<u128, i64>::new(&current_name))?,
-                        older,
-                        now_ms,
-                        window_ms: dedup_window_ms,
-                    })
-                } else {
-                    None
-                };
+                let mut ids = self.inner.ids.batch(&txn, now_ms, dedup_window_ms);
                 for request in requests {
                     let mut outcome = AppendOutcome::default();
-                    if let (Some(key), Some(first), Some(ids)) =
-                        (&request.key, request.events.first(), ids.as_mut())
-                    {
+                    if let (Some(key), Some(first)) = (&request.key, request.events.first()) {
                         let ws = &first.event.workspace;
                         // The previous release's id of the first event without its own id.
                         let old = (request.events.len() > 1)
                             .then(|| request.events.iter().position(|e| e.client_id.is_none()))
                             .flatten();
                         let earlier = match old {
-                            Some(i) => ids.seen(id_hash(ws, &format!("{key}#{}", i + 1)))?,
+                            Some(i) => ids.was_seen(ws, &format!("{key}#{}", i + 1))?,
                             None => false,
                         };
-                        if earlier || !ids.first_time(id_hash(ws, key))? {
+                        if earlier || ids.is_duplicate(ws, key)? {
                             outcome.duplicates = request.events.len();
                             outcomes.push(outcome);
                             continue;
@@ -129,8 +68,8 @@ impl Store {
                     }
                     outcome.stored.reserve(request.events.len());
                     for new in request.events {
-                        if let (Some(cid), Some(ids)) = (&new.client_id, ids.as_mut()) {
-                            if !ids.first_time(id_hash(&new.event.workspace, cid))? {
+                        if let Some(cid) = &new.client_id {
+                            if ids.is_duplicate(&new.event.workspace, cid)? {
                                 outcome.duplicates += 1;
                                 continue;
                             }
@@ -141,11 +80,19 @@ impl Store {
                     outcomes.push(outcome);
                 }
                 super::inbox::insert(&mut inbox, outcomes.iter().flat_map(|o| &o.stored))?;
-            }
+                ids.write_log()?
+            };
             txn.commit()?;
+            ids.committed();
             self.inner.last_append_ms.store(now_ms, Ordering::Release);
             Ok(outcomes)
-        })
+        });
+        // Sealing lags far behind (the background thread is starved): catch up here, so
+        // unsealed ids stay bounded in memory. The events are stored whatever happens.
+        if let Err(e) = self.seal_until(super::ids::MAX_FROZEN) {
+            tracing::warn!(error = %e, "sealing remembered client ids failed");
+        }
+        r
     }
 }
 

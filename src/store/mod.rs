@@ -5,6 +5,8 @@
 //! blocking thread, never on the async workers. Keys are big-endian integers or UUIDv7 values
 //! as `u128`, so ranges scan in time order.
 
+mod ids;
+
 use crate::codec::{self, CodecError};
 use inbox::INBOX;
 
@@ -34,67 +36,16 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// 1: the first release. 2: silences — the `silences` and `suppressed_log` tables, and alert
 /// checkpoints that carry silence marks after their trigger states (the alert module reads both
 /// checkpoint layouts, so upgrading rewrites nothing; the number keeps an older alertd, which
-/// would not understand new checkpoints, from opening the file).
-///
-/// 3: client ids in hashed, time-bucketed tables. 4: the inbox holds one row per journal commit
-/// (`inbox_chunks`, see [`inbox`]).
-pub const SCHEMA_VERSION: u64 = 4;
+/// would not understand new checkpoints, from opening the file). 3: client ids hashed into
+/// time-bucketed tables. 4: client ids in a log and sorted runs ([`ids`]). 5: the inbox holds
+/// one row per journal commit (`inbox_chunks`, see [`inbox`]).
+pub const SCHEMA_VERSION: u64 = 5;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
 const OUTBOX: TableDefinition<u128, &[u8]> = TableDefinition::new("outbox");
 const DEAD_LETTERS: TableDefinition<u128, &[u8]> = TableDefinition::new("dead_letters");
 const DELIVERY_LOG: TableDefinition<u128, &[u8]> = TableDefinition::new("delivery_log");
-/// Schema ≤ 2: client event id (workspace-qualified) → time first accepted; migrated to buckets.
-const OLD_INGEST_IDS: TableDefinition<&str, i64> = TableDefinition::new("ingest_ids");
-/// Schema ≤ 2: the same ids ordered by acceptance time.
-const OLD_INGEST_ID_TIMES: TableDefinition<(i64, &str), ()> =
-    TableDefinition::new("ingest_id_times");
-/// Client ids remembered for de-duplication live in one table per time bucket, named
-/// `ingest_ids.<bucket width ms>.<bucket index>`: 128-bit hash of workspace + id → acceptance
-/// time (ms). About 40 bytes per id on disk, one row; expiry drops whole tables (no per-id
-/// deletes), so it costs next to nothing however many ids expire at once.
-const ID_BUCKET_PREFIX: &str = "ingest_ids.";
-
-fn id_bucket_name(width_ms: i64, index: i64) -> String {
-    format!("{ID_BUCKET_PREFIX}{width_ms}.{index}")
-}
-
-/// A bucket table's width and index, from its name.
-fn id_bucket_of(name: &str) -> Option<(i64, i64)> {
-    let (w, i) = name.strip_prefix(ID_BUCKET_PREFIX)?.split_once('.')?;
-    Some((w.parse().ok()?, i.parse().ok()?))
-}
-
-/// The bucket width for a de-duplication window: half of it (at least 1 s), so at most three
-/// buckets are live and a lookup reads three small tables.
-fn id_bucket_width(window_ms: i64) -> i64 {
-    (window_ms / 2).max(1_000)
-}
-
-/// The 128-bit key of a client id: a SHA-256 prefix of workspace and id.
-fn id_hash(workspace: &str, id: &str) -> u128 {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(workspace.as_bytes());
-    h.update([0u8]);
-    h.update(id.as_bytes());
-    let d = h.finalize();
-    u128::from_be_bytes(d[..16].try_into().expect("a SHA-256 digest has 32 bytes"))
-}
-
-/// Bucket tables of client ids in a transaction: (name, width, index), oldest first.
-fn id_buckets(txn: &redb::WriteTransaction) -> Result<Vec<(String, i64, i64)>, StoreError> {
-    let mut out: Vec<(String, i64, i64)> = txn
-        .list_tables()?
-        .filter_map(|t| {
-            let name = redb::TableHandle::name(&t).to_string();
-            id_bucket_of(&name).map(|(w, i)| (name, w, i))
-        })
-        .collect();
-    out.sort_by_key(|(_, w, i)| (w * i, *w));
-    Ok(out)
-}
 /// Silence id (UUIDv7 as `u128`) → [`Silence`]; expired ones are deleted a day after their end.
 const SILENCES: TableDefinition<u128, &[u8]> = TableDefinition::new("silences");
 /// Notification id → [`SuppressedDelivery`]: what silences kept from being sent, newest N.
@@ -198,6 +149,8 @@ pub enum DeliveryResult {
 /// error: ingest answers 503, ticks and delivery results are retried.
 #[derive(Clone)]
 pub struct Store {
+    /// Stops the id sealing thread when the last handle goes (declared first: dropped first).
+    _sealer: Option<Arc<ids::Sealer>>,
     inner: Arc<Inner>,
 }
 
@@ -213,6 +166,8 @@ struct Inner {
     /// Serializes silence changes, so a check against the snapshot (e.g. the live limit) and the
     /// write it allows are one step.
     silence_writes: Mutex<()>,
+    /// Remembered client ids' in-memory index (see [`ids`]).
+    ids: ids::Ids,
 }
 
 fn durable(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
@@ -233,16 +188,29 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = open_db(path)?;
         let silences = load_silences(&db)?;
+        let ids = ids::Ids::load(&db)?;
+        let inner = Arc::new(Inner {
+            db: RwLock::new(Some(Arc::new(db))),
+            path: path.to_path_buf(),
+            failed: AtomicBool::new(false),
+            last_append_ms: std::sync::atomic::AtomicI64::new(0),
+            silences: RwLock::new(Arc::new(silences)),
+            silence_writes: Mutex::new(()),
+            ids,
+        });
+        let sealer = ids::Sealer::spawn(&inner);
         Ok(Store {
-            inner: Arc::new(Inner {
-                db: RwLock::new(Some(Arc::new(db))),
-                path: path.to_path_buf(),
-                failed: AtomicBool::new(false),
-                last_append_ms: std::sync::atomic::AtomicI64::new(0),
-                silences: RwLock::new(Arc::new(silences)),
-                silence_writes: Mutex::new(()),
-            }),
+            _sealer: Some(Arc::new(sealer)),
+            inner,
         })
+    }
+
+    /// A handle for the id sealing thread itself, which must not keep itself alive.
+    fn without_sealer(inner: Arc<Inner>) -> Store {
+        Store {
+            _sealer: None,
+            inner,
+        }
     }
 
     /// The database, reopened first if an earlier I/O error poisoned it.
@@ -273,6 +241,7 @@ impl Store {
             other => other,
         })?);
         tracing::warn!(path = %self.inner.path.display(), "data file reopened after a storage error");
+        self.inner.ids.reload(&db)?;
         *slot = Some(db.clone());
         self.inner.failed.store(false, Ordering::Release);
         Ok(db)
@@ -349,6 +318,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             txn.open_table(SUPPRESSED_LOG)?;
             txn.open_table(QUARANTINE)?;
             txn.open_table(QUARANTINE_BYTES)?;
+            ids::prepare(&txn)?;
             crate::quarantine::sweep(&txn)?;
         }
         txn.commit()?;
@@ -363,27 +333,9 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
     // release are read as they are (`AlertState::decode_checkpoint`) and rewritten in the new
     // layout at their alert's next change.
     debug_assert!(from < SCHEMA_VERSION);
-    if from < 3 {
-        // 2 → 3: remembered client ids move from two string-keyed tables into hashed,
-        // time-bucketed ones (one-minute buckets; they expire by the running window).
-        let old: Vec<(i64, String)> = {
-            let times = txn.open_table(OLD_INGEST_ID_TIMES)?;
-            let rows = times
-                .iter()?
-                .map(|r| r.map(|(k, _)| (k.value().0, k.value().1.to_string())))
-                .collect::<Result<_, _>>()?;
-            rows
-        };
-        for (at, key) in &old {
-            let (ws, id) = key.split_once('\u{0}').unwrap_or(("default", key.as_str()));
-            let name = id_bucket_name(60_000, at.div_euclid(60_000));
-            let def: TableDefinition<u128, i64> = TableDefinition::new(&name);
-            txn.open_table(def)?.insert(id_hash(ws, id), *at)?;
-        }
-        txn.delete_table(OLD_INGEST_IDS)?;
-        txn.delete_table(OLD_INGEST_ID_TIMES)?;
-    }
-    if from < 4 {
+    // 2 → 3 → 4: remembered client ids change layout (see [`ids::migrate`]).
+    ids::migrate(txn, from)?;
+    if from < 5 {
         inbox::migrate(txn)?;
     }
     Ok(())
@@ -592,9 +544,9 @@ impl Store {
     }
 
     /// One bounded step of housekeeping: records that every alert has applied the inbox through
-    /// `through`, deletes at most `max_rows` inbox rows at or below it, and drops one bucket of
-    /// client ids that ended before `expire_ids_before_ms` (or the oldest one while more than
-    /// `max_ids` are remembered). Returns true when nothing is
+    /// `through`, deletes at most `max_rows` inbox rows at or below it, and drops one run of
+    /// client ids all accepted at or before `expire_ids_before_ms` (or the oldest one while more
+    /// than `max_ids` are remembered, sealing one first if needed). Returns true when nothing is
     /// left to do. The step is not fsynced on its own: if it is lost in a crash, the rows are
     /// replayed and skipped (alerts ignore sequences they applied) and deleted again; the next
     /// journal commit makes it durable. Small steps keep the journal's wait for the single redb
@@ -606,11 +558,11 @@ impl Store {
         max_ids: u64,
         max_rows: usize,
     ) -> Result<bool, StoreError> {
-        self.with(|db| {
+        let done = self.with(|db| {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::None)?;
             let done;
-            {
+            let expiry = {
                 let mut meta = txn.open_table(META)?;
                 let applied = meta.get(META_APPLIED)?.map(|v| v.value()).unwrap_or(0);
                 if through > applied {
@@ -618,37 +570,20 @@ impl Store {
                 }
                 drop(meta);
                 let rows_done = inbox::prune(&txn, through, max_rows)?;
-                // Whole buckets of client ids expire; over the cap, the oldest go early.
-                let mut buckets = id_buckets(&txn)?;
-                let mut remembered = 0u64;
-                for (n, _, _) in &buckets {
-                    remembered += txn
-                        .open_table(TableDefinition::<u128, i64>::new(n))?
-                        .len()?;
-                }
-                let mut ids_done = true;
-                if let Some((name, w, i)) = buckets.first().cloned() {
-                    let expired = (i + 1) * w <= expire_ids_before_ms;
-                    if expired || remembered > max_ids {
-                        let n = txn
-                            .open_table(TableDefinition::<u128, i64>::new(&name))?
-                            .len()?;
-                        // One bucket per step: deleting a table frees its pages, which takes time.
-                        txn.delete_table(TableDefinition::<u128, i64>::new(&name))?;
-                        remembered -= n;
-                        if !expired {
-                            crate::metrics::ids_forgotten_early(n);
-                        }
-                        buckets.remove(0);
-                        ids_done = false;
-                    }
-                }
-                crate::metrics::set_ids_remembered(remembered);
-                done = rows_done && ids_done;
-            }
+                // Whole runs of client ids expire; over the cap, the oldest go early.
+                let expiry = self.inner.ids.expire(&txn, expire_ids_before_ms, max_ids)?;
+                done = rows_done && !expiry.more;
+                expiry
+            };
             txn.commit()?;
+            expiry.committed();
             Ok(done)
-        })
+        })?;
+        // Over the cap with nothing sealed yet: seal here, so the next step can drop a run.
+        if !done {
+            self.seal_step()?;
+        }
+        Ok(done)
     }
 
     /// The seeds of several alerts, read in one transaction: their checkpoints and the point

@@ -1,0 +1,966 @@
+//! Remembered client event ids: exact de-duplication within `ingest.dedup_window`, at one
+//! sequential write per append on the ingest path and about 20 bytes per id on disk.
+//!
+//! A client id is remembered as the 128-bit key of [`id_key`] (a SHA-256 prefix of workspace and
+//! id) with the time it was accepted. The layout is a small log-structured merge without merges:
+//!
+//! - **log** (`ingest_id_log`, u64 → accepted ms + packed keys): the ids an append accepted,
+//!   written in the same durable transaction as its events under an increasing key, ≤ 254 ids a
+//!   row (a row fills one 4 KiB page). Appending at the right edge of one B-tree dirties a page or
+//!   two per commit, however many ids it holds. An acknowledged id therefore survives any crash.
+//! - **unsealed sets** (memory): the log's ids in hash sets, for lookups. The *active* set takes
+//!   new ids; it is *frozen* once it holds [`IdState::seal_size`] ids or spans an eighth of the
+//!   window, and a new one starts.
+//! - **runs** (`ingest_id_run.<n>`, first key → block): a frozen set sorted and written in bounded
+//!   steps, by a background thread, as 4 KiB blocks of (key, time offset) pairs, 20 bytes an id;
+//!   the last step records the run in `ingest_id_runs` and deletes its log rows, atomically.
+//!   Writing sorted blocks into a fresh table writes each page once.
+//! - **filters** (memory): a 16-bit binary fuse filter per run (≈ 2.3 bytes an id, 0.0015 %
+//!   false positives), so looking up a new id almost never reads the disk. (8-bit filters, half
+//!   the memory, sent 0.4 % of lookups per run to the disk: 2 % of the ingest CPU in the bench.)
+//! - **expiry**: a run goes whole, by dropping its table, once its newest id is older than the
+//!   window, or early (oldest first) while more than `ingest.max_remembered_ids` are remembered.
+//!
+//! Memory: unsealed ids cost 21 bytes per hash-table slot (24–48 bytes per id), and sets are
+//! capped at [`MAX_SET`] ids (5.5 MiB) with at most [`MAX_FROZEN`] frozen ones waiting, so
+//! unsealed ids use at most ≈ 17 MiB (plus ≈ 7 MiB while a run is sorted); sealed ids cost
+//! their filter, ≈ 2.3 bytes each (23 MiB for the default cap of 10 million).
+
+use super::{Store, StoreError};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
+    WriteTransaction,
+};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::time::Duration;
+use xorf::{BinaryFuse16, Filter as _};
+
+/// Log key → accepted ms (8 bytes, big-endian) followed by 16-byte id keys.
+const ID_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ingest_id_log");
+/// Run number → (oldest accepted ms, newest accepted ms, ids): the complete runs. A run table
+/// without a row here is a partly written one and is deleted at open.
+const ID_RUNS: TableDefinition<u64, (i64, i64, u64)> = TableDefinition::new("ingest_id_runs");
+/// Run tables are `ingest_id_run.<n>`: a block's first key → the block.
+const RUN_PREFIX: &str = "ingest_id_run.";
+
+/// Ids per log row: 8 + 254 × 16 = 4,072 bytes, one row to a 4 KiB leaf.
+const LOG_ROW_IDS: usize = 254;
+/// Bytes of one id in a run block: key (16) and offset from the run's oldest time in ms (4).
+const BLOCK_ENTRY: usize = 20;
+/// Ids per run block: 203 × 20 = 4,060 bytes, one block (with its 16-byte key) to a 4 KiB leaf.
+const BLOCK_IDS: usize = 203;
+/// Ids written per sealing step (48 blocks, 195 KB), so one step holds the single writer for
+/// about a millisecond and ingest commits interleave.
+const SEAL_STEP_IDS: usize = BLOCK_IDS * 48;
+/// The most ids an unsealed set holds: 2^18 × 7/8, the most a 2^18-slot hash table takes
+/// (2^18 × 21 bytes = 5.5 MiB); sorting one for sealing takes about 20 ms on the sealing thread.
+pub const MAX_SET: usize = 229_376;
+/// Frozen sets allowed to wait for sealing; past this, an append seals before it returns.
+pub const MAX_FROZEN: usize = 2;
+/// Runs smaller than this keep their first 8 key bytes sorted instead of a filter (exact, and
+/// the filter's fixed overhead would dominate).
+const EXACT_FILTER_IDS: usize = 256;
+
+/// The 16-byte key of a client id: the first half of SHA-256 over workspace, a zero byte and the
+/// id. A cryptographic hash, so no client can make another's id collide with its own.
+pub(super) type Key = [u8; 16];
+
+pub(super) fn id_key(workspace: &str, id: &str) -> Key {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(workspace.as_bytes());
+    h.update([0u8]);
+    h.update(id.as_bytes());
+    let d = h.finalize();
+    d[..16].try_into().expect("a SHA-256 digest has 32 bytes")
+}
+
+fn hi64(k: &Key) -> u64 {
+    u64::from_be_bytes(k[..8].try_into().expect("a key has 16 bytes"))
+}
+
+fn run_name(run: u64) -> String {
+    format!("{RUN_PREFIX}{run}")
+}
+
+fn run_def(name: &str) -> TableDefinition<'_, u128, &'static [u8]> {
+    TableDefinition::new(name)
+}
+
+/// Keys are already uniform hashes: the hash table uses 8 of their bytes as they are.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // A key hashes as its 16 bytes (after a length prefix, ignored below).
+        for (i, b) in bytes.iter().rev().take(8).enumerate() {
+            self.0 ^= (*b as u64) << (8 * i);
+        }
+    }
+    fn write_usize(&mut self, _: usize) {}
+}
+
+type KeyMap = HashMap<Key, u32, BuildHasherDefault<Prehashed>>;
+
+/// Ids not yet in a run, with their acceptance time as an offset from `base_ms`.
+#[derive(Default)]
+struct Pending {
+    ids: KeyMap,
+    base_ms: i64,
+    max_ms: i64,
+    /// The last log row holding its ids (its rows are the ones after the previous set's).
+    through_log: u64,
+    /// Once frozen and sorted for sealing: its filter, checked before the (much larger) hash
+    /// table so that looking up a new id touches less memory.
+    filter: OnceLock<Arc<RunFilter>>,
+}
+
+impl Pending {
+    fn at(&self, key: &Key) -> Option<i64> {
+        self.ids.get(key).map(|off| self.base_ms + *off as i64)
+    }
+
+    /// Whether an id accepted at `now_ms` has an offset in this set.
+    fn fits(&self, now_ms: i64) -> bool {
+        self.ids.is_empty() || (now_ms >= self.base_ms && now_ms - self.base_ms <= u32::MAX as i64)
+    }
+
+    fn insert(&mut self, key: Key, at_ms: i64) {
+        if self.ids.is_empty() {
+            self.base_ms = at_ms;
+            self.max_ms = at_ms;
+        }
+        self.max_ms = self.max_ms.max(at_ms);
+        self.ids.insert(key, (at_ms - self.base_ms) as u32);
+    }
+}
+
+/// What tells a run's ids apart from others without reading it.
+enum RunFilter {
+    Fuse(BinaryFuse16),
+    /// The first 8 bytes of each key, sorted (small runs).
+    Exact(Box<[u64]>),
+}
+
+impl RunFilter {
+    /// From the first 8 bytes of a run's keys, sorted.
+    fn build(mut his: Vec<u64>) -> RunFilter {
+        his.dedup();
+        if his.len() >= EXACT_FILTER_IDS {
+            if let Ok(f) = BinaryFuse16::try_from(&his) {
+                return RunFilter::Fuse(f);
+            }
+        }
+        RunFilter::Exact(his.into_boxed_slice())
+    }
+
+    fn may_contain(&self, hi: u64) -> bool {
+        match self {
+            RunFilter::Fuse(f) => f.contains(&hi),
+            RunFilter::Exact(v) => v.binary_search(&hi).is_ok(),
+        }
+    }
+}
+
+/// A sealed run: ids on disk in `ingest_id_run.<id>`, times within [`min_ms`, `max_ms`].
+struct Run {
+    id: u64,
+    min_ms: i64,
+    max_ms: i64,
+    len: u64,
+    filter: Arc<RunFilter>,
+}
+
+/// Everything in memory about remembered ids; the file is the truth, this is its index.
+pub(super) struct IdState {
+    active: Pending,
+    /// Oldest first; sealed in this order, each covering the log rows after the previous one.
+    frozen: VecDeque<Arc<Pending>>,
+    /// Oldest first.
+    runs: Vec<Run>,
+    next_log: u64,
+    next_run: u64,
+    /// Bumped when the state is reloaded from the file, so a sealing step started before knows
+    /// its work is stale.
+    generation: u64,
+    /// The last `ingest.max_remembered_ids` prune was given (sets are an eighth of it).
+    max_ids: u64,
+}
+
+impl IdState {
+    /// Ids per unsealed set: an eighth of the cap, so dropping the oldest run over the cap
+    /// forgets at most an eighth of the ids, and at most [`MAX_SET`] for memory.
+    fn seal_size(&self) -> usize {
+        ((self.max_ids / 8).max(16) as usize).min(MAX_SET)
+    }
+
+    fn remembered(&self) -> u64 {
+        self.active.ids.len() as u64
+            + self.frozen.iter().map(|f| f.ids.len() as u64).sum::<u64>()
+            + self.runs.iter().map(|r| r.len).sum::<u64>()
+    }
+
+    fn freeze(&mut self) {
+        if !self.active.ids.is_empty() {
+            // The next set is sized like this one: under a steady load it fills as much, and
+            // growing a large table on the ingest path would stall an append.
+            let size = self.active.ids.len().min(self.seal_size());
+            let next = Pending {
+                ids: KeyMap::with_capacity_and_hasher(size, Default::default()),
+                ..Pending::default()
+            };
+            let set = std::mem::replace(&mut self.active, next);
+            self.frozen.push_back(Arc::new(set));
+        }
+    }
+}
+
+/// The shared handle: state, the run being written, and the sealing thread's wake-up.
+pub(super) struct Ids {
+    state: Mutex<IdState>,
+    build: Mutex<Option<Build>>,
+    signal: Arc<Signal>,
+}
+
+#[derive(Default)]
+struct Signal {
+    flags: Mutex<(bool, bool)>, // (work, stop)
+    cond: Condvar,
+}
+
+impl Signal {
+    fn wake(&self) {
+        self.flags.lock().expect("signal lock is never poisoned").0 = true;
+        self.cond.notify_one();
+    }
+}
+
+fn lock(state: &Mutex<IdState>) -> MutexGuard<'_, IdState> {
+    state.lock().expect("id state lock is never poisoned")
+}
+
+impl Ids {
+    /// Reads the remembered ids of an open file: filters of every run, unsealed sets from the log.
+    pub(super) fn load(db: &Database) -> Result<Ids, StoreError> {
+        let state = load_state(db, 0)?;
+        let ids = Ids {
+            state: Mutex::new(state),
+            build: Mutex::new(None),
+            signal: Arc::default(),
+        };
+        ids.signal.wake();
+        Ok(ids)
+    }
+
+    /// After the file was reopened: the state is read again, as the last commits may or may not
+    /// have happened.
+    pub(super) fn reload(&self, db: &Database) -> Result<(), StoreError> {
+        let mut st = lock(&self.state);
+        let fresh = load_state(db, st.generation + 1)?;
+        let max_ids = st.max_ids;
+        *st = fresh;
+        st.max_ids = max_ids;
+        drop(st);
+        // A run being written is now stale: the sealing step sees the new generation.
+        self.signal.wake();
+        Ok(())
+    }
+
+    /// Starts the de-duplication of one append, inside its transaction.
+    pub(super) fn batch<'t, 's>(
+        &'s self,
+        txn: &'t WriteTransaction,
+        now_ms: i64,
+        window_ms: i64,
+    ) -> IdBatch<'t, 's> {
+        let mut st = lock(&self.state);
+        let span = (window_ms / 8).clamp(50, 60_000);
+        if !st.active.ids.is_empty()
+            && (!st.active.fits(now_ms) || now_ms - st.active.base_ms >= span)
+        {
+            st.freeze();
+            self.signal.wake();
+        }
+        let log_before = st.next_log;
+        IdBatch {
+            state: Some(st),
+            txn,
+            runs: HashMap::new(),
+            new: Vec::new(),
+            now_ms,
+            window_ms,
+            log_before,
+            signal: &self.signal,
+        }
+    }
+
+    fn backlog(&self) -> usize {
+        lock(&self.state).frozen.len()
+    }
+}
+
+/// One append's de-duplication: holds the id state from the first lookup to the commit. New ids
+/// go into the active set at once (so a repeat within the same append is found); if the append
+/// does not commit, they are taken out again.
+pub(super) struct IdBatch<'t, 's> {
+    state: Option<MutexGuard<'s, IdState>>,
+    txn: &'t WriteTransaction,
+    runs: HashMap<u64, redb::Table<'t, u128, &'static [u8]>>,
+    new: Vec<Key>,
+    now_ms: i64,
+    window_ms: i64,
+    log_before: u64,
+    signal: &'s Signal,
+}
+
+impl<'t, 's> IdBatch<'t, 's> {
+    /// Whether this client id was accepted within the window; if not, it is remembered now.
+    pub(super) fn is_duplicate(&mut self, workspace: &str, id: &str) -> Result<bool, StoreError> {
+        self.check(id_key(workspace, id), true)
+    }
+
+    /// Whether this client id was accepted within the window, remembering nothing.
+    pub(super) fn was_seen(&mut self, workspace: &str, id: &str) -> Result<bool, StoreError> {
+        self.check(id_key(workspace, id), false)
+    }
+
+    fn check(&mut self, key: Key, remember: bool) -> Result<bool, StoreError> {
+        use std::collections::hash_map::Entry;
+        let now = self.now_ms;
+        let horizon = now - self.window_ms;
+        let live = |at: i64| at > horizon;
+        let st = &mut **self
+            .state
+            .as_mut()
+            .expect("a batch holds the state until it is written");
+        if !st.active.fits(now) {
+            st.freeze();
+            self.signal.wake();
+        }
+        if st.active.ids.is_empty() {
+            st.active.base_ms = now;
+            st.active.max_ms = now;
+        }
+        let IdState {
+            active,
+            frozen,
+            runs,
+            ..
+        } = st;
+        let offset = (now - active.base_ms) as u32;
+        // One probe of the active set: found, or the slot a new id goes into.
+        let slot = match active.ids.entry(key) {
+            Entry::Occupied(e) if live(active.base_ms + *e.get() as i64) => return Ok(true),
+            Entry::Occupied(_) if !remember => return Ok(false),
+            // Seen here but longer ago than the window: older sets hold nothing newer.
+            Entry::Occupied(mut e) => {
+                *e.get_mut() = offset;
+                None
+            }
+            Entry::Vacant(v) => Some(v),
+        };
+        if let Some(slot) = slot {
+            let hi = hi64(&key);
+            for f in frozen.iter().rev() {
+                if f.max_ms <= horizon || f.filter.get().is_some_and(|f| !f.may_contain(hi)) {
+                    continue;
+                }
+                if f.at(&key).is_some_and(live) {
+                    return Ok(true);
+                }
+            }
+            for run in runs.iter().rev() {
+                if run.max_ms <= horizon || !run.filter.may_contain(hi) {
+                    continue;
+                }
+                let table = match self.runs.entry(run.id) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(self.txn.open_table(run_def(&run_name(run.id)))?),
+                };
+                if let Some(off) = find_in_run(table, &key)? {
+                    if live(run.min_ms + off as i64) {
+                        return Ok(true);
+                    }
+                }
+            }
+            if !remember {
+                return Ok(false);
+            }
+            slot.insert(offset);
+        }
+        active.max_ms = active.max_ms.max(now);
+        if self.new.capacity() == 0 {
+            self.new.reserve(1024);
+        }
+        self.new.push(key);
+        Ok(false)
+    }
+
+    /// Writes the new ids to the log (in the append's transaction); the append commits next.
+    pub(super) fn write_log(mut self) -> Result<IdCommit<'s>, StoreError> {
+        self.runs.clear();
+        let mut st = self.state.take().expect("a batch is written once");
+        let new = std::mem::take(&mut self.new);
+        let mut commit = IdCommit {
+            log_before: self.log_before,
+            new,
+            state: None,
+            signal: self.signal,
+        };
+        if !commit.new.is_empty() {
+            let mut log = self.txn.open_table(ID_LOG)?;
+            let mut row = Vec::with_capacity(8 + LOG_ROW_IDS * 16);
+            for chunk in commit.new.chunks(LOG_ROW_IDS) {
+                row.clear();
+                row.extend_from_slice(&self.now_ms.to_be_bytes());
+                for k in chunk {
+                    row.extend_from_slice(k);
+                }
+                log.insert(st.next_log, row.as_slice())?;
+                st.active.through_log = st.next_log;
+                st.next_log += 1;
+            }
+        }
+        commit.state = Some(st);
+        Ok(commit)
+    }
+}
+
+impl Drop for IdBatch<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(st) = self.state.as_mut() {
+            undo(st, &self.new, self.log_before);
+        }
+    }
+}
+
+fn undo(st: &mut IdState, new: &[Key], log_before: u64) {
+    for k in new {
+        st.active.ids.remove(k);
+    }
+    st.next_log = log_before;
+}
+
+/// The ids of an append between writing its log rows and its commit.
+pub(super) struct IdCommit<'s> {
+    state: Option<MutexGuard<'s, IdState>>,
+    new: Vec<Key>,
+    log_before: u64,
+    signal: &'s Signal,
+}
+
+impl IdCommit<'_> {
+    /// The append committed: its ids stay remembered.
+    pub(super) fn committed(mut self) {
+        let mut st = self.state.take().expect("committed once");
+        if st.active.ids.len() >= st.seal_size() {
+            st.freeze();
+            self.signal.wake();
+        }
+    }
+}
+
+impl Drop for IdCommit<'_> {
+    fn drop(&mut self) {
+        if let Some(st) = self.state.as_mut() {
+            undo(st, &self.new, self.log_before);
+        }
+    }
+}
+
+/// Looks a key up in a run: the block that may hold it is the last one starting at or before it.
+fn find_in_run(
+    table: &impl ReadableTable<u128, &'static [u8]>,
+    key: &Key,
+) -> Result<Option<u32>, StoreError> {
+    let Some(row) = table.range(..=u128::from_be_bytes(*key))?.next_back() else {
+        return Ok(None);
+    };
+    let (_, block) = row?;
+    Ok(search_block(block.value(), key))
+}
+
+fn search_block(block: &[u8], key: &Key) -> Option<u32> {
+    let n = block.len() / BLOCK_ENTRY;
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        let e = &block[mid * BLOCK_ENTRY..(mid + 1) * BLOCK_ENTRY];
+        match e[..16].cmp(&key[..]) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => {
+                return Some(u32::from_be_bytes(
+                    e[16..].try_into().expect("an entry has 20 bytes"),
+                ))
+            }
+        }
+    }
+    None
+}
+
+/// Writes sorted (key, accepted ms) pairs as blocks of a run whose oldest time is `min_ms`.
+fn write_blocks(
+    table: &mut redb::Table<'_, u128, &'static [u8]>,
+    sorted: &[(Key, i64)],
+    min_ms: i64,
+) -> Result<(), StoreError> {
+    let mut block = Vec::with_capacity(BLOCK_IDS * BLOCK_ENTRY);
+    for chunk in sorted.chunks(BLOCK_IDS) {
+        block.clear();
+        for (k, at) in chunk {
+            block.extend_from_slice(k);
+            let off = (at - min_ms).clamp(0, u32::MAX as i64) as u32;
+            block.extend_from_slice(&off.to_be_bytes());
+        }
+        table.insert(u128::from_be_bytes(chunk[0].0), block.as_slice())?;
+    }
+    Ok(())
+}
+
+/// A frozen set being written as a run, sorted once, written over several steps.
+struct Build {
+    set: Arc<Pending>,
+    generation: u64,
+    run: u64,
+    sorted: Vec<(Key, i64)>,
+    min_ms: i64,
+    max_ms: i64,
+    written: usize,
+    filter: Arc<RunFilter>,
+}
+
+impl Build {
+    fn new(set: Arc<Pending>, generation: u64, run: u64) -> Build {
+        let mut sorted: Vec<(Key, i64)> = set
+            .ids
+            .iter()
+            .map(|(k, off)| (*k, set.base_ms + *off as i64))
+            .collect();
+        sorted.sort_unstable_by_key(|e| e.0);
+        let min_ms = sorted.iter().map(|e| e.1).min().unwrap_or(set.base_ms);
+        let max_ms = sorted.iter().map(|e| e.1).max().unwrap_or(set.max_ms);
+        let filter = Arc::new(RunFilter::build(
+            sorted.iter().map(|(k, _)| hi64(k)).collect(),
+        ));
+        let _ = set.filter.set(filter.clone());
+        Build {
+            set,
+            generation,
+            run,
+            sorted,
+            min_ms,
+            max_ms,
+            written: 0,
+            filter,
+        }
+    }
+}
+
+impl Store {
+    /// One bounded step of sealing the oldest frozen set into a run (see the module doc).
+    /// Returns whether more sealing work is waiting. Not fsynced on its own: the next append's
+    /// commit makes it durable, and if it is lost in a crash the log rows are still there.
+    pub(super) fn seal_step(&self) -> Result<bool, StoreError> {
+        let ids = &self.inner.ids;
+        let mut slot = ids.build.lock().expect("build lock is never poisoned");
+        let generation = lock(&ids.state).generation;
+        if slot.as_ref().is_some_and(|b| b.generation != generation) {
+            *slot = None;
+        }
+        if slot.is_none() {
+            let (set, generation, run) = {
+                let mut st = lock(&ids.state);
+                let Some(set) = st.frozen.front().cloned() else {
+                    return Ok(false);
+                };
+                st.next_run += 1;
+                (set, st.generation, st.next_run - 1)
+            };
+            // Sorting and the filter are built without holding the state: appends go on.
+            *slot = Some(Build::new(set, generation, run));
+        }
+        let b = slot.as_mut().expect("a build was just started");
+        let end = (b.written + SEAL_STEP_IDS).min(b.sorted.len());
+        let last = end == b.sorted.len();
+        let name = run_name(b.run);
+        let finished = self.with(|db| {
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::None)?;
+            {
+                let mut table = txn.open_table(run_def(&name))?;
+                write_blocks(&mut table, &b.sorted[b.written..end], b.min_ms)?;
+            }
+            if !last {
+                txn.commit()?;
+                return Ok(false);
+            }
+            txn.open_table(ID_RUNS)?
+                .insert(b.run, (b.min_ms, b.max_ms, b.sorted.len() as u64))?;
+            txn.open_table(ID_LOG)?
+                .retain_in(..=b.set.through_log, |_, _| false)?;
+            // Held across the commit, so no append sees the run on disk but not in memory.
+            let mut st = lock(&ids.state);
+            if st.generation != b.generation {
+                txn.abort()?;
+                return Ok(true);
+            }
+            txn.commit()?;
+            if st.frozen.front().is_some_and(|f| Arc::ptr_eq(f, &b.set)) {
+                st.frozen.pop_front();
+            }
+            st.runs.push(Run {
+                id: b.run,
+                min_ms: b.min_ms,
+                max_ms: b.max_ms,
+                len: b.sorted.len() as u64,
+                filter: b.filter.clone(),
+            });
+            Ok(true)
+        })?;
+        if finished {
+            *slot = None;
+            return Ok(ids.backlog() > 0);
+        }
+        b.written = end;
+        Ok(true)
+    }
+
+    /// Seals every frozen set now rather than in the background, so the file's layout is
+    /// settled (tools, tests). Ids still in the active set stay in the log.
+    pub fn seal_ids(&self) -> Result<(), StoreError> {
+        self.seal_until(0)
+    }
+
+    /// How many client ids are remembered (sealed or not, expired ones not yet dropped included).
+    pub fn remembered_ids(&self) -> u64 {
+        lock(&self.inner.ids.state).remembered()
+    }
+
+    /// Seals until at most `frozen` sets wait.
+    pub(super) fn seal_until(&self, frozen: usize) -> Result<(), StoreError> {
+        while self.inner.ids.backlog() > frozen {
+            self.seal_step()?;
+        }
+        Ok(())
+    }
+}
+
+/// One expiry step inside prune's transaction. Holds the id state until the commit.
+pub(super) struct Expiry<'s> {
+    state: MutexGuard<'s, IdState>,
+    dropped: Option<(u64, bool)>,
+    /// More to do: a run was dropped (another may follow), or the cap needs a run sealed first.
+    pub(super) more: bool,
+}
+
+impl Ids {
+    /// Drops the oldest run if all its ids are older than `expire_before_ms` (accepted at or
+    /// before it), or if more than `max_ids` ids are remembered; over the cap with nothing sealed,
+    /// freezes the active set so the next steps can seal and drop it.
+    pub(super) fn expire<'s>(
+        &'s self,
+        txn: &WriteTransaction,
+        expire_before_ms: i64,
+        max_ids: u64,
+    ) -> Result<Expiry<'s>, StoreError> {
+        let mut st = lock(&self.state);
+        st.max_ids = max_ids;
+        let over = st.remembered() > max_ids;
+        let mut out = Expiry {
+            dropped: None,
+            more: false,
+            state: st,
+        };
+        if let Some(run) = out.state.runs.first() {
+            let expired = run.max_ms <= expire_before_ms;
+            if expired || over {
+                txn.delete_table(run_def(&run_name(run.id)))?;
+                txn.open_table(ID_RUNS)?.remove(run.id)?;
+                out.dropped = Some((run.id, !expired));
+                out.more = true;
+            }
+        } else if over {
+            // Nothing sealed to drop: seal the oldest unsealed ids first.
+            if out.state.frozen.is_empty() {
+                out.state.freeze();
+            }
+            out.more = true;
+        }
+        Ok(out)
+    }
+}
+
+impl Expiry<'_> {
+    /// The prune step committed.
+    pub(super) fn committed(mut self) {
+        if let Some((run, early)) = self.dropped {
+            if let Some(i) = self.state.runs.iter().position(|r| r.id == run) {
+                let r = self.state.runs.remove(i);
+                if early {
+                    crate::metrics::ids_forgotten_early(r.len);
+                }
+            }
+        }
+        crate::metrics::set_ids_remembered(self.state.remembered());
+    }
+}
+
+/// Creates the id tables and deletes partly written runs; in the opening transaction.
+pub(super) fn prepare(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(ID_LOG)?;
+    let complete: std::collections::HashSet<u64> = txn
+        .open_table(ID_RUNS)?
+        .iter()?
+        .map(|r| r.map(|(k, _)| k.value()))
+        .collect::<Result<_, _>>()?;
+    let partial: Vec<String> = txn
+        .list_tables()?
+        .map(|t| t.name().to_string())
+        .filter(|n| {
+            n.strip_prefix(RUN_PREFIX)
+                .and_then(|i| i.parse::<u64>().ok())
+                .is_some_and(|i| !complete.contains(&i))
+        })
+        .collect();
+    for name in partial {
+        txn.delete_table(run_def(&name))?;
+    }
+    Ok(())
+}
+
+fn load_state(db: &Database, generation: u64) -> Result<IdState, StoreError> {
+    let txn = db.begin_read()?;
+    let mut st = IdState {
+        active: Pending::default(),
+        frozen: VecDeque::new(),
+        runs: Vec::new(),
+        next_log: 1,
+        next_run: 1,
+        generation,
+        max_ids: 10_000_000,
+    };
+    let meta: Vec<(u64, (i64, i64, u64))> = txn
+        .open_table(ID_RUNS)?
+        .iter()?
+        .map(|r| r.map(|(k, v)| (k.value(), v.value())))
+        .collect::<Result<_, _>>()?;
+    for (id, (min_ms, max_ms, len)) in meta {
+        let table = txn.open_table(run_def(&run_name(id)))?;
+        let mut his = Vec::with_capacity(len as usize);
+        for row in table.iter()? {
+            let (_, block) = row?;
+            his.extend(
+                block
+                    .value()
+                    .chunks_exact(BLOCK_ENTRY)
+                    .map(|e| u64::from_be_bytes(e[..8].try_into().expect("8 bytes"))),
+            );
+        }
+        st.runs.push(Run {
+            id,
+            min_ms,
+            max_ms,
+            len,
+            filter: Arc::new(RunFilter::build(his)),
+        });
+        st.next_run = id + 1;
+    }
+    // Unsealed ids: consecutive log rows make sets of at most MAX_SET ids, all frozen (they are
+    // sealed first; new ids start a new active set).
+    let mut set = Pending::default();
+    for row in txn.open_table(ID_LOG)?.iter()? {
+        let (k, v) = row?;
+        let v = v.value();
+        if v.len() < 8 {
+            continue;
+        }
+        let at = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+        if set.ids.len() >= MAX_SET || !set.fits(at) {
+            st.frozen.push_back(Arc::new(std::mem::take(&mut set)));
+        }
+        for key in v[8..].chunks_exact(16) {
+            let key: Key = key.try_into().expect("16 bytes");
+            // A repeat accepted again after its window: the later time counts.
+            if set.at(&key).is_none_or(|t| t < at) {
+                set.insert(key, at);
+            }
+        }
+        set.through_log = k.value();
+        st.next_log = k.value() + 1;
+    }
+    if !set.ids.is_empty() {
+        st.frozen.push_back(Arc::new(set));
+    }
+    Ok(st)
+}
+
+/// The background thread that seals frozen sets into runs, so neither ingest nor the tick waits
+/// for it. It holds the store only while it works; dropping the last [`Store`] handle stops it
+/// and waits for its step to end, so the file is closed when the drop returns.
+pub(super) struct Sealer {
+    signal: Arc<Signal>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sealer {
+    pub(super) fn spawn(inner: &Arc<super::Inner>) -> Sealer {
+        let signal = inner.ids.signal.clone();
+        let (s, store) = (signal.clone(), Arc::downgrade(inner));
+        let thread = std::thread::Builder::new()
+            .name("alertd-id-sealer".into())
+            .spawn(move || seal_loop(store, s))
+            .ok();
+        if thread.is_none() {
+            tracing::warn!("cannot start the id sealing thread; ids are sealed at pruning and when appends back up");
+        }
+        Sealer { signal, thread }
+    }
+}
+
+fn seal_loop(store: Weak<super::Inner>, signal: Arc<Signal>) {
+    let mut backoff = false;
+    loop {
+        {
+            let mut flags = signal.flags.lock().expect("signal lock is never poisoned");
+            let wait = if backoff {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(3600)
+            };
+            while !flags.0 && !flags.1 {
+                let (f, timeout) = signal
+                    .cond
+                    .wait_timeout(flags, wait)
+                    .expect("signal lock is never poisoned");
+                flags = f;
+                if timeout.timed_out() {
+                    break;
+                }
+            }
+            if flags.1 {
+                return;
+            }
+            flags.0 = false;
+        }
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        let store = Store::without_sealer(inner);
+        backoff = false;
+        loop {
+            if signal
+                .flags
+                .lock()
+                .expect("signal lock is never poisoned")
+                .1
+            {
+                return;
+            }
+            match store.seal_step() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sealing remembered client ids failed; retried in a second");
+                    backoff = true;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Sealer {
+    fn drop(&mut self) {
+        self.signal
+            .flags
+            .lock()
+            .expect("signal lock is never poisoned")
+            .1 = true;
+        self.signal.cond.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Schema 3 kept ids in time-bucketed tables `ingest_ids.<width>.<index>` (key → accepted ms);
+/// schema ≤ 2 in two string-keyed tables.
+mod legacy {
+    use super::*;
+
+    pub(super) const OLD_INGEST_IDS: TableDefinition<&str, i64> =
+        TableDefinition::new("ingest_ids");
+    pub(super) const OLD_INGEST_ID_TIMES: TableDefinition<(i64, &str), ()> =
+        TableDefinition::new("ingest_id_times");
+    pub(super) const BUCKET_PREFIX: &str = "ingest_ids.";
+
+    pub(super) fn bucket_def(name: &str) -> TableDefinition<'_, u128, i64> {
+        TableDefinition::new(name)
+    }
+
+    pub(super) fn bucket_of(name: &str) -> Option<(i64, i64)> {
+        let (w, i) = name.strip_prefix(BUCKET_PREFIX)?.split_once('.')?;
+        Some((w.parse().ok()?, i.parse().ok()?))
+    }
+}
+
+/// Brings remembered ids of a schema-`from` file to this layout, in the opening transaction.
+pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
+    use legacy::*;
+    if from < 3 {
+        // ≤ 2 → 3: string-keyed ids into one-minute buckets (converted to runs below).
+        let old: Vec<(i64, String)> = {
+            let times = txn.open_table(OLD_INGEST_ID_TIMES)?;
+            let rows = times
+                .iter()?
+                .map(|r| r.map(|(k, _)| (k.value().0, k.value().1.to_string())))
+                .collect::<Result<_, _>>()?;
+            rows
+        };
+        for (at, key) in &old {
+            let (ws, id) = key.split_once('\u{0}').unwrap_or(("default", key.as_str()));
+            let name = format!("{BUCKET_PREFIX}60000.{}", at.div_euclid(60_000));
+            txn.open_table(bucket_def(&name))?
+                .insert(u128::from_be_bytes(id_key(ws, id)), *at)?;
+        }
+        txn.delete_table(OLD_INGEST_IDS)?;
+        txn.delete_table(OLD_INGEST_ID_TIMES)?;
+    }
+    if from < 4 {
+        // 3 → 4: each bucket (keys in order) becomes one run.
+        let mut buckets: Vec<(String, i64, i64)> = txn
+            .list_tables()?
+            .filter_map(|t| {
+                let name = t.name().to_string();
+                bucket_of(&name).map(|(w, i)| (name, w, i))
+            })
+            .collect();
+        buckets.sort_by_key(|(_, w, i)| (w * i, *w));
+        let mut runs = txn.open_table(ID_RUNS)?;
+        let mut next = runs.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+        for (name, _, _) in buckets {
+            let rows: Vec<(Key, i64)> = txn
+                .open_table(bucket_def(&name))?
+                .iter()?
+                .map(|r| r.map(|(k, v)| (k.value().to_be_bytes(), v.value())))
+                .collect::<Result<_, _>>()?;
+            if !rows.is_empty() {
+                let min = rows.iter().map(|r| r.1).min().expect("not empty");
+                let max = rows.iter().map(|r| r.1).max().expect("not empty");
+                let rname = run_name(next);
+                write_blocks(&mut txn.open_table(run_def(&rname))?, &rows, min)?;
+                runs.insert(next, (min, max, rows.len() as u64))?;
+                next += 1;
+            }
+            txn.delete_table(bucket_def(&name))?;
+        }
+    }
+    Ok(())
+}
