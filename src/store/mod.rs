@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub mod items;
+
 /// redb page cache size.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
 
@@ -28,7 +30,10 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// checkpoints that carry silence marks after their trigger states (the alert module reads both
 /// checkpoint layouts, so upgrading rewrites nothing; the number keeps an older alertd, which
 /// would not understand new checkpoints, from opening the file).
-pub const SCHEMA_VERSION: u64 = 3;
+/// 4: per-event alerts' bucket items stored once (`bucket_items`, `bucket_item_floors`, see
+/// [`items`]) and checkpoints that reference them (older checkpoints, with their items inline,
+/// are read as they are).
+pub const SCHEMA_VERSION: u64 = 4;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("inbox");
@@ -161,6 +166,10 @@ pub struct TickCommit {
     pub suppressed: Vec<SuppressedDelivery>,
     /// How many suppressed rows the history keeps (the newest); applied when rows are added.
     pub suppressed_log_size: usize,
+    /// Events listed in open buckets, once each, by inbox sequence (see [`items`]).
+    pub items: Vec<(u64, Arc<Event>)>,
+    /// For each checkpoint written: the lowest item sequence it references (`None`: none).
+    pub item_floors: Vec<(String, Option<u64>)>,
 }
 
 /// The data file's size and how much of it is live.
@@ -170,8 +179,16 @@ pub struct Space {
     pub live_bytes: u64,
 }
 
-/// Raw checkpoints (in the order asked) and the point every alert has applied the inbox through.
-pub type Seeds = (Vec<Option<Vec<u8>>>, u64);
+/// What (re)starting alerts begin from, read in one transaction.
+#[derive(Debug, Default)]
+pub struct Seeds {
+    /// Raw checkpoints, in the order asked.
+    pub checkpoints: Vec<Option<Vec<u8>>>,
+    /// The point every alert has applied the inbox through.
+    pub applied: u64,
+    /// The stored bucket items those checkpoints reference (see [`items`]).
+    pub items: items::StoredItems,
+}
 
 /// The result of one delivery attempt, to be recorded.
 #[derive(Debug, Clone)]
@@ -340,6 +357,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             txn.open_table(SUPPRESSED_LOG)?;
             txn.open_table(QUARANTINE)?;
             txn.open_table(QUARANTINE_BYTES)?;
+            items::create_tables(&txn)?;
             crate::quarantine::sweep(&txn)?;
         }
         txn.commit()?;
@@ -626,6 +644,7 @@ impl Store {
                 for d in &tick.deliveries {
                     outbox.insert(d.key(), codec::encode(d).as_slice())?;
                 }
+                items::commit(&txn, tick)?;
                 if !tick.suppressed.is_empty() {
                     let mut log = txn.open_table(SUPPRESSED_LOG)?;
                     for s in &tick.suppressed {
@@ -729,7 +748,11 @@ impl Store {
                 .get(META_APPLIED)?
                 .map(|v| v.value())
                 .unwrap_or(0);
-            Ok((out, applied))
+            Ok(Seeds {
+                checkpoints: out,
+                applied,
+                items: items::for_alerts(&txn, ids)?,
+            })
         })
     }
 
@@ -742,6 +765,7 @@ impl Store {
                 for id in ids {
                     state.remove(id.as_str())?;
                 }
+                items::forget(&txn, ids)?;
             }
             txn.commit()?;
             Ok(())
