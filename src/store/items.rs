@@ -58,6 +58,7 @@ pub(super) fn commit(txn: &redb::WriteTransaction, tick: &TickCommit) -> Result<
     }
     let lowest = lowest_floor(&floors)?;
     drop_below(&mut items, lowest)?;
+    crate::metrics::set_bucket_items(redb::ReadableTableMetadata::len(&items)?);
     Ok(())
 }
 
