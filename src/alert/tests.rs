@@ -508,9 +508,24 @@ fn a_restore_lists_the_stored_items_again_like_an_uninterrupted_run() {
         )
     };
     let events: Vec<(u64, Event)> = (1..=12)
-        .map(|i| match i % 3 {
-            0 => prompt(i, 1_000 + i as i64, "ann"),
-            1 => guard(i, "p1"),
+        .map(|i| match (i, i % 3) {
+            // A passed guardrail and another workspace's prompt: neither is taken.
+            (2, _) => {
+                let (q, mut e) = guard(i, "p1");
+                e.body = EventBody::Guardrail {
+                    trace_id: None,
+                    failed: false,
+                    object: "{}".into(),
+                };
+                (q, e)
+            }
+            (5, _) => {
+                let (q, mut e) = prompt(i, 1_000 + i as i64, "ann");
+                e.workspace = "other".into();
+                (q, e)
+            }
+            (_, 0) => prompt(i, 1_000 + i as i64, "ann"),
+            (_, 1) => guard(i, "p1"),
             _ => guard(i, "p2"),
         })
         .collect();
