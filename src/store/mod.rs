@@ -308,24 +308,24 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
         })?;
         // redb caches up to 1 GiB by default; alertd's hot set (recent inbox, outbox, checkpoints)
         // is small, and an edge host's memory is not.
-        let db =
-            written::open(Database::builder().set_cache_size(CACHE_BYTES), path).map_err(|e| {
-                match e {
-                    redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create_with_backend(written::CountingFile::open(path)?)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
+                    path: path.to_path_buf(),
+                },
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock =>
+                {
+                    StoreError::Locked {
                         path: path.to_path_buf(),
-                    },
-                    redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                        if io.kind() == std::io::ErrorKind::WouldBlock =>
-                    {
-                        StoreError::Locked {
-                            path: path.to_path_buf(),
-                        }
                     }
-                    other => StoreError::Open {
-                        path: path.to_path_buf(),
-                        message: other.to_string(),
-                    },
                 }
+                other => StoreError::Open {
+                    path: path.to_path_buf(),
+                    message: other.to_string(),
+                },
             })?;
         let txn = durable(&db)?;
         {

@@ -11,7 +11,7 @@ use std::ops::Bound;
 
 /// redb's file backend with a write counter.
 #[derive(Debug)]
-pub(super) struct CountingFile(pub FileBackend);
+pub(super) struct CountingFile(FileBackend);
 
 impl StorageBackend for CountingFile {
     fn len(&self) -> Result<u64, std::io::Error> {
@@ -69,16 +69,21 @@ impl StorageBackend for CountingFile {
     }
 }
 
-/// Opens (or creates) the data file the way `redb::Builder::create` does, through the counter.
-pub(super) fn open(
-    builder: &redb::Builder,
-    path: &std::path::Path,
-) -> Result<redb::Database, redb::DatabaseError> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    builder.create_with_backend(CountingFile(FileBackend::new(file)?))
+impl CountingFile {
+    /// Opens (or creates) the data file the way `redb::Builder::create` does.
+    pub(super) fn open(path: &std::path::Path) -> Result<CountingFile, super::StoreError> {
+        let open = || -> Result<CountingFile, redb::DatabaseError> {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            Ok(CountingFile(FileBackend::new(file)?))
+        };
+        open().map_err(|e| super::StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
 }
