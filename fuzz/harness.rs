@@ -193,7 +193,7 @@ pub fn checkpoint_decode(data: &[u8]) {
         return;
     };
     let seq = cp.applied_seq.saturating_add(1);
-    let state = exercise(AlertState::restore(checkpoint_spec().clone(), cp), seq);
+    let state = exercise(AlertState::restore(checkpoint_spec().clone(), cp, &[]), seq);
     AlertState::decode_checkpoint("fuzz", &codec::encode(&state.checkpoint()))
         .expect("a fresh checkpoint decodes");
 }

@@ -40,6 +40,7 @@ struct Metrics {
     source_last_error: Family<Labels, Gauge<f64, AtomicU64>>,
     engine: EngineMetrics,
     hardening: HardeningMetrics,
+    store_io: StoreIoMetrics,
 }
 
 /// What the store set aside or pruned to stay bounded and startable.
@@ -242,6 +243,7 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
         .set(1);
     let engine = engine_metrics(&mut registry);
     let hardening = hardening_metrics(&mut registry);
+    let store_io = store_io_metrics(&mut registry);
     let source_up = Family::<Labels, Gauge>::default();
     registry.register(
         "source_up",
@@ -287,6 +289,7 @@ static M: LazyLock<Metrics> = LazyLock::new(|| {
     Metrics {
         engine,
         hardening,
+        store_io,
         registry,
         events,
         journal_commit,
@@ -539,4 +542,39 @@ pub fn render() -> String {
     let mut out = String::new();
     encode(&mut out, &M.registry).expect("writing to a String cannot fail");
     out
+}
+
+/// The data file's write volume and what per-event alerts keep in it (issue 21).
+struct StoreIoMetrics {
+    written: Counter,
+    bucket_items: Gauge,
+}
+
+fn store_io_metrics(registry: &mut Registry) -> StoreIoMetrics {
+    let written = Counter::default();
+    registry.register(
+        "store_bytes_written",
+        "Bytes written to the data file (pages and headers redb writes; fsyncs not counted)",
+        written.clone(),
+    );
+    let bucket_items = Gauge::default();
+    registry.register(
+        "bucket_items",
+        "Events kept once for the open buckets of per-event alerts (bucket_items table rows)",
+        bucket_items.clone(),
+    );
+    StoreIoMetrics {
+        written,
+        bucket_items,
+    }
+}
+
+/// Counts bytes written to the data file.
+pub fn store_bytes_written(n: u64) {
+    M.store_io.written.inc_by(n);
+}
+
+/// Sets how many events the open buckets of per-event alerts keep.
+pub fn set_bucket_items(n: u64) {
+    M.store_io.bucket_items.set(n.min(i64::MAX as u64) as i64);
 }

@@ -268,6 +268,12 @@ impl SchedulerState {
                 .is_some_and(|m| m.generation == *g)
         });
         let mut checkpoints: HashMap<&str, &Vec<u8>> = HashMap::new();
+        // Bucket items (see crate::store::items): each event once, however many alerts list it;
+        // the floor of each checkpoint written, the last one of an alert winning like its
+        // checkpoint.
+        let mut items: std::collections::BTreeMap<u64, &Arc<crate::event::Event>> =
+            std::collections::BTreeMap::new();
+        let mut floors: HashMap<&str, Option<u64>> = HashMap::new();
         let mut commit = TickCommit::default();
         self.firing
             .retain(|id, _| registry.members.contains_key(id));
@@ -275,7 +281,9 @@ impl SchedulerState {
             self.firing.insert(o.spec.id.clone(), o.firing);
             if let Some(cp) = &o.checkpoint {
                 checkpoints.insert(&o.spec.id, cp);
+                floors.insert(&o.spec.id, o.item_floor);
             }
+            items.extend(o.items.iter().map(|(seq, e)| (*seq, e)));
             for n in &o.notifications {
                 tracing::info!(alert = %n.alert_id, delivery = %n.id, event_type = %n.event_type,
                     state = n.state.as_str(), events = n.event_count, "notification decided");
@@ -289,6 +297,11 @@ impl SchedulerState {
         commit.checkpoints = checkpoints
             .into_iter()
             .map(|(id, cp)| (id.to_string(), cp.clone()))
+            .collect();
+        commit.items = items.into_iter().map(|(s, e)| (s, e.clone())).collect();
+        commit.item_floors = floors
+            .into_iter()
+            .map(|(id, f)| (id.to_string(), f))
             .collect();
         let committed = if commit.checkpoints.is_empty()
             && commit.deliveries.is_empty()

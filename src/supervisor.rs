@@ -127,7 +127,7 @@ impl Actor for Supervisor {
             move || s.load_seeds(&[])
         })
         .await??
-        .1;
+        .applied;
         if last_seq > applied {
             tracing::info!(
                 events = last_seq - applied,

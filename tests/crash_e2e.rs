@@ -40,6 +40,14 @@ url = "RX/prompts"
 debounce = "1s"
 [[alert.trigger]]
 event = "prompt:created"
+# The same prompts with a bucket open across several ticks (and kills): its items are stored
+# apart from its checkpoint and listed again at every restart.
+[[alert]]
+id = "prompts_slow"
+url = "RX/slow_prompts"
+debounce = "3s"
+[[alert.trigger]]
+event = "prompt:created"
 [[alert]]
 id = "errors"
 url = "RX/errors"
@@ -354,10 +362,14 @@ async fn torture(env: &[(&str, &str)], reloads: bool) {
         let cost = alert_value(&d, "cost").await;
         let errors = alert_value(&d, "errors").await;
         let (_, pending) = d.get("/v1/deliveries?status=pending").await;
-        let prompt_total: u64 = distinct(&rx.requests_to("/prompts"))
-            .values()
-            .map(|b| b["payload"]["eventCount"].as_u64().unwrap())
-            .sum();
+        let total = |prefix: &str| -> u64 {
+            distinct(&rx.requests_to(prefix))
+                .values()
+                .map(|b| b["payload"]["eventCount"].as_u64().unwrap())
+                .sum()
+        };
+        let prompt_total = total("/prompts");
+        let slow_total = total("/slow_prompts");
         let last_errors = rx.requests_to("/errors").last().map(|r| {
             r.json()["payload"]["metadata"][0]["metric_value"]
                 .as_str()
@@ -368,9 +380,10 @@ async fn torture(env: &[(&str, &str)], reloads: bool) {
         assert!(
             cost.unwrap_or(0.0) <= traces as f64
                 && errors.unwrap_or(0.0) <= traces as f64
-                && prompt_total <= prompts,
+                && prompt_total <= prompts
+                && slow_total <= prompts,
             "counted twice after {kills} kills: cost {cost:?}, errors {errors:?} of {traces} \
-             traces, {prompt_total} of {prompts} prompts"
+             traces, {prompt_total} and {slow_total} of {prompts} prompts"
         );
         if cost == Some(traces as f64)
             && errors == Some(traces as f64)
@@ -379,13 +392,15 @@ async fn torture(env: &[(&str, &str)], reloads: bool) {
                 .as_array()
                 .is_some_and(|a| a.is_empty())
             && prompt_total == prompts
+            && slow_total == prompts
         {
             break;
         }
         assert!(
             Instant::now() < deadline,
             "after {kills} kills: cost counted {cost:?} and errors {errors:?} of {traces} traces \
-             (last errors webhook: {last_errors:?}), {prompt_total} of {prompts} prompts, \
+             (last errors webhook: {last_errors:?}), {prompt_total} and {slow_total} of \
+             {prompts} prompts, \
              pending {pending}\n{}",
             tail(&d.logs())
         );
@@ -393,7 +408,7 @@ async fn torture(env: &[(&str, &str)], reloads: bool) {
     }
 
     // Duplicates only ever share an id: same id, same body.
-    for prefix in ["/cost", "/prompts", "/errors"] {
+    for prefix in ["/cost", "/prompts", "/slow_prompts", "/errors"] {
         let mut by_id: HashMap<String, String> = HashMap::new();
         for r in rx.requests_to(prefix) {
             let id = r.json()["id"].as_str().unwrap().to_string();
@@ -404,22 +419,28 @@ async fn torture(env: &[(&str, &str)], reloads: bool) {
     }
     // The cost alert never crossed its threshold: not one webhook.
     assert_eq!(rx.requests_to("/cost").len(), 0, "the cost alert fired");
-    // Every prompt is in exactly one prompt notification.
-    let mut listed: Vec<String> = distinct(&rx.requests_to("/prompts"))
-        .values()
-        .flat_map(|b| {
-            b["payload"]["metadata"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["id"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    listed.sort();
+    // Every prompt is in exactly one notification of each prompt alert.
     prompt_ids.sort();
-    assert_eq!(listed.len(), prompt_ids.len(), "prompts listed in webhooks");
-    assert_eq!(listed, prompt_ids);
+    for prefix in ["/prompts", "/slow_prompts"] {
+        let mut listed: Vec<String> = distinct(&rx.requests_to(prefix))
+            .values()
+            .flat_map(|b| {
+                b["payload"]["metadata"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["id"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        listed.sort();
+        assert_eq!(
+            listed.len(),
+            prompt_ids.len(),
+            "prompts listed in {prefix} webhooks"
+        );
+        assert_eq!(listed, prompt_ids, "{prefix}");
+    }
     // Every delivered notification in the history reached the receiver.
     let received: HashSet<String> = rx
         .requests()

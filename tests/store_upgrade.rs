@@ -1,6 +1,8 @@
-//! Data files written by earlier releases (schema 1 and schema 3, `tests/fixtures/`, see the
-//! README there) open with this one: nothing they hold is lost, they are upgraded to the current
-//! schema, and the tables added since (silences) work in them.
+//! Data files written by earlier releases (`tests/fixtures/`, see the README there) open with
+//! this one: nothing they hold is lost, they are upgraded to the current schema, and the tables
+//! added since work in them. Schema 1: the first release (before silences). Schema 3 (two
+//! files): remembered client ids in time buckets, per-event inbox rows, and a per-event alert's
+//! open bucket inside its checkpoint.
 
 mod common;
 
@@ -10,10 +12,11 @@ use alertd::store::Store;
 use common::Daemon;
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 const T0: i64 = 1_780_000_000_000;
 
-/// A private copy of the fixture in `dir`, named as the test daemon's config expects.
+/// A private copy of the schema-1 fixture in `dir`, named as the test daemon's config expects.
 fn copy_fixture(dir: &Path) -> PathBuf {
     copy_named(dir, "store-schema1.redb")
 }
@@ -229,4 +232,110 @@ fn a_schema_3_file_keeps_its_remembered_ids_deliveries_checkpoints_and_dead_lett
         )
         .unwrap();
     assert_eq!(out[0].duplicates, 1);
+}
+
+/// The schema-3 fixture's delivery ids (minted in order by the tool that wrote it).
+const DEAD_ID: &str = "0197a000-0000-7000-8000-000000000001";
+const PENDING_ID: &str = "0197a000-0000-7000-8000-000000000002";
+
+#[test]
+fn a_schema_3_file_keeps_its_open_bucket_pending_delivery_and_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_named(dir.path(), "store-schema3-buckets.redb");
+    assert_eq!(schema_of(&path), 3, "the fixture is a schema-3 file");
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        (store.last_seq().unwrap(), store.applied_through().unwrap()),
+        (5, 4)
+    );
+    let seeds = store.load_seeds(&["guard".to_string()]).unwrap();
+    assert!(seeds.items.is_empty(), "nothing was stored apart before");
+    let cp = AlertState::decode_checkpoint("guard", seeds.checkpoints[0].as_ref().unwrap())
+        .expect("a checkpoint with its items inline still reads");
+    assert_eq!(cp.applied_seq, 4);
+    let (_, bucket) = &cp.buckets[0];
+    assert_eq!(bucket.count, 2);
+    let ids: Vec<&str> = bucket.inline.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids, ["g3", "g4"]);
+    assert_eq!(bucket.stored_from, None);
+    let pending: Vec<String> = store
+        .load_outbox()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(pending, [PENDING_ID]);
+    let dead = store.list_deliveries(DeliveryStatus::Dead, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].id.as_str(), dead[0].last_status),
+        (DEAD_ID, Some(400))
+    );
+    assert_eq!(store.list_quarantine(10).unwrap().1, 0, "every row reads");
+    drop(store);
+    assert_eq!(schema_of(&path), alertd::store::SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn the_open_bucket_of_a_schema_3_file_is_delivered_once_with_the_events_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_named(dir.path(), "store-schema3-buckets.redb");
+    let rx = common::Receiver::start().await;
+    let cfg = format!(
+        "[engine]\ntick = \"200ms\"\n[delivery]\ndead_letter_max_age = \"100000d\"\n[[alert]]\nid = \"guard\"\nurl = \"{}\"\n[[alert.trigger]]\nevent = \"trace:guardrails_triggered\"\n",
+        rx.url("/hook")
+    );
+    let mut d = Daemon::start(dir.path(), &cfg).await;
+    // Two webhooks: the old file's pending delivery (g2; sent to the alert's current URL), and
+    // the bucket (g3, g4 in the checkpoint; g5 replayed from the inbox), due long ago.
+    let got = rx.wait_for("/hook", 2, Duration::from_secs(20)).await;
+    let bodies: Vec<serde_json::Value> = got.iter().map(|r| r.json()).collect();
+    let (old, new): (Vec<_>, Vec<_>) = bodies.iter().partition(|b| b["id"] == PENDING_ID);
+    assert_eq!((old.len(), new.len()), (1, 1), "{bodies:?}");
+    assert_eq!(old[0]["payload"]["eventIds"], json!(["g2"]));
+    let p = &new[0]["payload"];
+    assert_eq!(p["eventCount"], 3, "{p}");
+    assert_eq!(p["eventIds"], json!(["g3", "g4", "g5"]));
+    let listed: Vec<i64> = p["metadata"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["details"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, [3, 4, 5]);
+    assert_eq!(p["userNames"], json!(["user3", "user4", "user5"]));
+    // The dead letter is still there (kept by age: it is from 2026-05).
+    let (_, dead) = d.get("/v1/deliveries?status=dead").await;
+    assert_eq!(dead["deliveries"][0]["id"], DEAD_ID, "{dead}");
+    // Once: not again at later ticks, nor after a restart.
+    wait_ticks(&d, 5).await;
+    d.terminate();
+    d.spawn().await;
+    wait_ticks(&d, 5).await;
+    assert_eq!(rx.requests_to("/hook").len(), 2, "each was delivered once");
+}
+
+/// Waits until the daemon has run `n` more ticks.
+async fn wait_ticks(d: &Daemon, n: u64) {
+    let count = || async {
+        let m = reqwest::get(format!("{}/metrics", d.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        m.lines()
+            .find_map(|l| l.strip_prefix("alertd_tick_seconds_count "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let start = count().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while count().await < start + n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon stopped ticking"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

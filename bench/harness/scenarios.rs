@@ -215,24 +215,29 @@ pub(crate) fn noproject(ctx: &mut Ctx) -> Fut<'_> {
 
 /// Issue 21: 2,000 per-event alerts (`trace:guardrails_triggered`, default 60 s debounce, 20
 /// alerts per project) under a low steady load of guardrail events with 500-byte details: the
-/// daemon's disk writes (`/proc/<pid>/io` write_bytes) against the bytes of accepted events.
+/// daemon's disk writes (`/proc/<pid>/io` write_bytes, and `alertd_store_bytes_written_total`)
+/// against the bytes of accepted events. Then the same load with the alerts scoped to projects
+/// no event has: what ingest alone writes, so the alerts' share is the difference.
 pub(crate) fn perevent(ctx: &mut Ctx) -> Fut<'_> {
     Box::pin(async move {
+        let url = ctx.sink.url("/perevent");
+        perevent_run(ctx, "", &guardrail_alerts(2000, &url)).await?;
+        let idle = guardrail_alerts(2000, &url).replace("[\"proj-", "[\"other-");
+        perevent_run(ctx, " (alerts take none: ingest alone)", &idle).await
+    })
+}
+
+async fn perevent_run(ctx: &mut Ctx, variant: &str, alerts: &str) -> Res<()> {
+    {
         let load_s = if ctx.a.quick { 10 } else { 30 };
         // 15 events every 100 ms: 150 events/s.
         let (per, every) = (15usize, Duration::from_millis(100));
         let scen = format!(
-            "10 per-event, 2000 guardrail alerts, 500-byte details, 150 events/s for {load_s} s"
+            "10 per-event, 2000 guardrail alerts, 500-byte details, 150 events/s for {load_s} s{variant}"
         );
         let dir = ctx.fresh_dir("perevent");
         let port = free_port();
-        let cfg = alertd_config(
-            port,
-            &dir,
-            "5s",
-            &Delivery::default(),
-            &guardrail_alerts(2000, &ctx.sink.url("/perevent")),
-        );
+        let cfg = alertd_config(port, &dir, "5s", &Delivery::default(), alerts);
         let a = Alertd::start(&ctx.a.alertd, &dir, &cfg, port).await?;
         let pid = a.proc.pid();
         let guard = RssGuard::watch(pid, ctx.a.rss_cap_mib);
@@ -334,7 +339,7 @@ pub(crate) fn perevent(ctx: &mut Ctx) -> Fut<'_> {
         drop(a);
         ctx.cleanup(&dir);
         Ok(())
-    })
+    }
 }
 
 /// Issue 21: batched ingest without client ids, with a unique id per event, and with ids that

@@ -14,6 +14,7 @@
 use super::{AlertState, Suppressed, TriggerView};
 use crate::codec;
 use crate::config::AlertSpec;
+use crate::event::Event;
 use crate::metrics;
 use crate::notification::Notification;
 use crate::router::Batch;
@@ -32,6 +33,12 @@ pub struct TickOutput {
     pub firing: usize,
     /// Every inbox event at or below this sequence is reflected in the alert's state.
     pub applied_seq: u64,
+    /// Events listed in open buckets since the last answer, for the `bucket_items` table; they
+    /// come with a checkpoint that references them.
+    pub items: Vec<(u64, Arc<Event>)>,
+    /// The lowest sequence of stored items the checkpoint references (see
+    /// [`AlertState::item_floor`]).
+    pub item_floor: Option<u64>,
 }
 
 /// One alert's answer to one tick, sent into the scheduler's reply channel.
@@ -72,6 +79,8 @@ pub struct AlertSeed {
     pub checkpoint: Option<Vec<u8>>,
     /// Events at or below this sequence number are already reflected (or predate the alert).
     pub applied_through: u64,
+    /// Stored bucket items its checkpoint may reference (shared by the alerts started together).
+    pub stored_items: Arc<Vec<(u64, Event)>>,
 }
 
 /// Messages an alert actor understands.
@@ -106,6 +115,8 @@ pub struct AlertActorState {
     has_thresholds: bool,
     /// The alert reads shared batches as packed points ([`AlertState::reads_points`]).
     reads_points: bool,
+    /// Events listed in buckets since the last tick, stored with the next checkpoint.
+    listed: Vec<(u64, Arc<Event>)>,
 }
 
 /// The alert actor.
@@ -116,7 +127,7 @@ pub fn state_from_seed(seed: AlertSeed) -> AlertState {
     let mut state = match seed.checkpoint {
         None => AlertState::new(seed.spec.clone(), seed.applied_through),
         Some(bytes) => match AlertState::decode_checkpoint(&seed.spec.id, &bytes) {
-            Ok(cp) => AlertState::restore(seed.spec.clone(), cp),
+            Ok(cp) => AlertState::restore(seed.spec.clone(), cp, &seed.stored_items),
             Err(message) => {
                 tracing::error!(alert = %seed.spec.id, "{message}");
                 AlertState::new(seed.spec.clone(), seed.applied_through)
@@ -145,6 +156,10 @@ impl AlertActorState {
             .take_checkpoint_if_dirty()
             .map(|cp| codec::encode(&cp));
         let firing = self.alert.view().iter().filter(|t| t.firing).count();
+        // Listed events whose bucket was flushed meanwhile are not stored.
+        let item_floor = self.alert.item_floor();
+        let mut items = std::mem::take(&mut self.listed);
+        items.retain(|(seq, _)| item_floor.is_some_and(|f| *seq >= f));
         TickOutput {
             spec: self.alert.spec().clone(),
             checkpoint,
@@ -152,6 +167,8 @@ impl AlertActorState {
             suppressed: decided.suppressed,
             firing,
             applied_seq: self.alert.applied_seq(),
+            items,
+            item_floor,
         }
     }
 }
@@ -183,6 +200,7 @@ impl Actor for AlertActor {
             early: args.early,
             early_asked: false,
             has_thresholds,
+            listed: Vec::new(),
         })
     }
 
@@ -211,6 +229,9 @@ impl Actor for AlertActor {
                             crate::testhooks::maybe_panic_on_apply(&state.id);
                             let applied = state.alert.apply(*seq, e);
                             counted |= applied.counted;
+                            if applied.listed {
+                                state.listed.push((*seq, e.clone()));
+                            }
                             if applied.late {
                                 metrics::events(crate::journal::kind_name(e), "late", 1);
                             }

@@ -5,6 +5,12 @@
 //! sequence order; [`AlertState::tick`] evaluates at `now` and returns the notifications decided.
 //! A [`Checkpoint`] is the state to persist; restoring it and re-applying the inbox after its
 //! sequence number gives the same state as never stopping.
+//!
+//! Bucket items are not copied into checkpoints: the events a bucket lists are stored once by
+//! the tick commit (`bucket_items`, keyed by inbox sequence, shared by every alert they reach)
+//! and a checkpoint's bucket names the sequence they start from ([`StoredBucket`]). Restoring
+//! takes those stored events and lists again, with the same rules, the ones the bucket took, so
+//! a tick writes a few bytes per alert instead of its whole bucket.
 
 pub mod actor;
 pub mod supervisor;
@@ -30,39 +36,94 @@ pub struct BucketItem {
 }
 
 /// Events of one per-event type grouped since `opened_ms`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Bucket {
     pub opened_ms: i64,
     /// True number of events, even past the cap on `items`.
     pub count: u64,
     pub items: Vec<BucketItem>,
+    /// How many of `items` (the first ones) the checkpoint carries itself: items of a
+    /// checkpoint from before stored items, or kept across a reconfigure (whose new scope could
+    /// not list them again).
+    pub inline: usize,
+    /// Inbox sequence of the first item listed after the inline ones: it and every later listed
+    /// event are in the `bucket_items` table until the bucket is flushed.
+    pub stored_from: Option<u64>,
+}
+
+/// A bucket as checkpoints keep it since stored items (data file schema 4): the inline items,
+/// and where the stored ones start. The list is rebuilt from the stored events from
+/// `stored_from` through the checkpoint's `applied_seq` (see [`AlertState::restore`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredBucket {
+    pub opened_ms: i64,
+    pub count: u64,
+    pub inline: Vec<BucketItem>,
+    pub stored_from: Option<u64>,
+}
+
+/// A bucket as checkpoints kept it before stored items (schemas 1–3): every item inside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InlineBucket {
+    pub opened_ms: i64,
+    pub count: u64,
+    pub items: Vec<BucketItem>,
+}
+
+impl From<InlineBucket> for StoredBucket {
+    fn from(b: InlineBucket) -> Self {
+        StoredBucket {
+            opened_ms: b.opened_ms,
+            count: b.count,
+            inline: b.items,
+            stored_from: None,
+        }
+    }
 }
 
 /// What is persisted for an alert at a tick.
 ///
-/// Stored as [`CheckpointWire`]: the layout of the first release followed by each episode's
-/// [`SilenceMarks`]. Because the new field comes last, the two layouts cannot be mistaken for
-/// each other (the old one is a strict prefix, and decoding rejects trailing bytes), so
-/// [`AlertState::decode_checkpoint`] reads both and a data file from before silences keeps its
-/// windows and episodes (their firings were all sent: default marks).
+/// Stored as [`CheckpointWire`]: a layout byte ([`STORED_ITEMS_LAYOUT`]), then the fields of
+/// the silences layout with [`StoredBucket`]s. Older layouts stay readable
+/// ([`AlertState::decode_checkpoint`]): the first release's ([`CheckpointV1`]) is a strict
+/// prefix of the silences one ([`CheckpointV2`]: each episode's [`SilenceMarks`] after it;
+/// decoding rejects trailing bytes), and neither can start with the layout byte, so none can be
+/// mistaken for another. A data file from before silences keeps its windows and episodes
+/// (their firings were all sent: default marks); one from before stored items keeps its
+/// buckets with their items inline.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "CheckpointWire")]
 pub struct Checkpoint {
     pub applied_seq: u64,
     /// Threshold trigger states keyed by the trigger's fingerprint.
     pub triggers: Vec<(String, ThresholdState)>,
-    pub buckets: Vec<(EventType, Bucket)>,
+    pub buckets: Vec<(EventType, StoredBucket)>,
     pub last_notified_ms: Option<i64>,
 }
 
-/// A checkpoint as stored since silences (data file schema 2).
+/// The first byte of a checkpoint with stored items. Older layouts start with `applied_seq`,
+/// a bincode varint, whose first byte is never 255.
+pub const STORED_ITEMS_LAYOUT: u8 = 0xFF;
+
+/// A checkpoint as stored since stored items (data file schema 4).
 #[derive(Deserialize)]
 struct CheckpointWire {
+    layout: u8,
     applied_seq: u64,
     triggers: Vec<(String, ThresholdState)>,
-    buckets: Vec<(EventType, Bucket)>,
+    buckets: Vec<(EventType, StoredBucket)>,
     last_notified_ms: Option<i64>,
     /// One per entry of `triggers`, in the same order.
+    episode_marks: Vec<SilenceMarks>,
+}
+
+/// A checkpoint as stored from silences to stored items (data file schemas 2 and 3).
+#[derive(Deserialize)]
+struct CheckpointV2 {
+    applied_seq: u64,
+    triggers: Vec<(String, ThresholdState)>,
+    buckets: Vec<(EventType, InlineBucket)>,
+    last_notified_ms: Option<i64>,
     episode_marks: Vec<SilenceMarks>,
 }
 
@@ -71,7 +132,7 @@ struct CheckpointWire {
 struct CheckpointV1 {
     applied_seq: u64,
     triggers: Vec<(String, ThresholdState)>,
-    buckets: Vec<(EventType, Bucket)>,
+    buckets: Vec<(EventType, InlineBucket)>,
     last_notified_ms: Option<i64>,
 }
 
@@ -80,13 +141,15 @@ impl Serialize for Checkpoint {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct Wire<'a> {
+            layout: u8,
             applied_seq: u64,
             triggers: &'a [(String, ThresholdState)],
-            buckets: &'a [(EventType, Bucket)],
+            buckets: &'a [(EventType, StoredBucket)],
             last_notified_ms: Option<i64>,
             episode_marks: Vec<SilenceMarks>,
         }
         Wire {
+            layout: STORED_ITEMS_LAYOUT,
             applied_seq: self.applied_seq,
             triggers: &self.triggers,
             buckets: &self.buckets,
@@ -101,27 +164,49 @@ impl Serialize for Checkpoint {
     }
 }
 
+/// Puts each episode's silence marks back into its trigger state.
+fn with_marks(
+    mut triggers: Vec<(String, ThresholdState)>,
+    marks: Vec<SilenceMarks>,
+) -> Result<Vec<(String, ThresholdState)>, String> {
+    if marks.len() != triggers.len() {
+        return Err(format!(
+            "{} episode marks for {} triggers",
+            marks.len(),
+            triggers.len()
+        ));
+    }
+    for ((_, t), marks) in triggers.iter_mut().zip(marks) {
+        if let Some(e) = t.episode.as_mut() {
+            e.marks = marks;
+        }
+    }
+    Ok(triggers)
+}
+
 impl TryFrom<CheckpointWire> for Checkpoint {
     type Error = String;
     fn try_from(w: CheckpointWire) -> Result<Self, String> {
-        if w.episode_marks.len() != w.triggers.len() {
-            return Err(format!(
-                "{} episode marks for {} triggers",
-                w.episode_marks.len(),
-                w.triggers.len()
-            ));
-        }
-        let mut triggers = w.triggers;
-        for ((_, t), marks) in triggers.iter_mut().zip(w.episode_marks) {
-            if let Some(e) = t.episode.as_mut() {
-                e.marks = marks;
-            }
+        if w.layout != STORED_ITEMS_LAYOUT {
+            return Err(format!("unknown checkpoint layout {}", w.layout));
         }
         Ok(Checkpoint {
             applied_seq: w.applied_seq,
-            triggers,
+            triggers: with_marks(w.triggers, w.episode_marks)?,
             buckets: w.buckets,
             last_notified_ms: w.last_notified_ms,
+        })
+    }
+}
+
+impl TryFrom<CheckpointV2> for Checkpoint {
+    type Error = String;
+    fn try_from(v: CheckpointV2) -> Result<Self, String> {
+        Ok(Checkpoint {
+            applied_seq: v.applied_seq,
+            triggers: with_marks(v.triggers, v.episode_marks)?,
+            buckets: v.buckets.into_iter().map(|(e, b)| (e, b.into())).collect(),
+            last_notified_ms: v.last_notified_ms,
         })
     }
 }
@@ -131,7 +216,7 @@ impl From<CheckpointV1> for Checkpoint {
         Checkpoint {
             applied_seq: v.applied_seq,
             triggers: v.triggers,
-            buckets: v.buckets,
+            buckets: v.buckets.into_iter().map(|(e, b)| (e, b.into())).collect(),
             last_notified_ms: v.last_notified_ms,
         }
     }
@@ -145,11 +230,12 @@ impl Checkpoint {
         if let Some(n) = self.triggers.iter().position(|(_, s)| !s.is_sound()) {
             return Err(format!("trigger state {} is inconsistent", n + 1));
         }
-        if let Some((e, _)) = self
-            .buckets
-            .iter()
-            .find(|(_, b)| !time_ok(b.opened_ms) || b.count > window::MAX_SOUND)
-        {
+        if let Some((e, _)) = self.buckets.iter().find(|(_, b)| {
+            !time_ok(b.opened_ms)
+                || b.count > window::MAX_SOUND
+                || b.inline.len() as u64 > b.count
+                || (b.stored_from.is_some_and(|f| f > self.applied_seq))
+        }) {
             return Err(format!("the {e} bucket is inconsistent"));
         }
         if !self.last_notified_ms.is_none_or(time_ok) {
@@ -164,6 +250,8 @@ impl Checkpoint {
 pub struct Applied {
     pub counted: bool,
     pub late: bool,
+    /// The event was listed in a bucket: the tick commit stores it (see [`StoredBucket`]).
+    pub listed: bool,
 }
 
 /// A notification an active silence kept from being sent (DESIGN §12).
@@ -226,12 +314,76 @@ impl AlertState {
     }
 
     /// Restores from a stored checkpoint. Triggers whose fingerprint is unchanged keep their
-    /// state; new or changed ones start empty.
-    pub fn restore(spec: Arc<AlertSpec>, cp: Checkpoint) -> AlertState {
+    /// state; new or changed ones start empty. `stored` holds the stored bucket items from the
+    /// lowest `stored_from` of the checkpoint's buckets on (more is fine), in sequence order:
+    /// each bucket lists again, by the same rules, the ones it took from its `stored_from`
+    /// through the checkpoint's `applied_seq`. A stored item that is missing (deleted while
+    /// the alert was not running, or unreadable) is not listed; the bucket's count keeps it.
+    pub fn restore(spec: Arc<AlertSpec>, cp: Checkpoint, stored: &[(u64, Event)]) -> AlertState {
         let mut state = AlertState::new(spec, cp.applied_seq);
-        state.adopt(cp.triggers, cp.buckets);
+        let buckets = cp
+            .buckets
+            .into_iter()
+            .map(|(e, b)| {
+                let inline = b.inline.len();
+                let bucket = Bucket {
+                    opened_ms: b.opened_ms,
+                    count: b.count,
+                    items: b.inline,
+                    inline,
+                    stored_from: b.stored_from,
+                };
+                (e, bucket)
+            })
+            .collect();
+        state.adopt(cp.triggers, buckets);
         state.last_notified_ms = cp.last_notified_ms;
+        state.relist(stored);
         state
+    }
+
+    /// Lists again the stored items each bucket took (see [`AlertState::restore`]).
+    fn relist(&mut self, stored: &[(u64, Event)]) {
+        let spec = self.spec.clone();
+        let through = self.applied_seq;
+        for (et, b) in self.buckets.iter_mut() {
+            let Some(from) = b.stored_from else { continue };
+            let start = stored.partition_point(|(s, _)| *s < from);
+            for (seq, event) in &stored[start..] {
+                if *seq > through {
+                    break;
+                }
+                if let Some(object) = bucket_object(&spec, *et, event) {
+                    list(&spec, b, event, object);
+                }
+            }
+        }
+    }
+
+    /// A stored checkpoint rewritten with all its bucket items inline, for an alert that stops
+    /// running (its stored items are not kept for it); `None` if it cannot be read.
+    pub fn inline_checkpoint(
+        spec: Arc<AlertSpec>,
+        bytes: &[u8],
+        stored: &[(u64, Event)],
+    ) -> Option<Vec<u8>> {
+        let cp = AlertState::decode_checkpoint(&spec.id, bytes).ok()?;
+        let mut state = AlertState::restore(spec, cp, stored);
+        state.keep_items_inline();
+        Some(codec::encode(&state.checkpoint()))
+    }
+
+    /// Moves every bucket's items into the checkpoint: they no longer depend on stored items.
+    fn keep_items_inline(&mut self) {
+        for b in self.buckets.values_mut() {
+            b.inline = b.items.len();
+            b.stored_from = None;
+        }
+    }
+
+    /// The lowest inbox sequence of the stored items the buckets list, if any.
+    pub fn item_floor(&self) -> Option<u64> {
+        self.buckets.values().filter_map(|b| b.stored_from).min()
     }
 
     /// Decodes a stored checkpoint, naming the alert when it cannot be read.
@@ -241,9 +393,12 @@ impl AlertState {
         };
         let cp: Checkpoint = match codec::decode::<Checkpoint>(bytes) {
             Ok(cp) => cp,
-            Err(current) => codec::decode::<CheckpointV1>(bytes)
-                .map(Checkpoint::from)
-                .map_err(|_| unreadable(current.to_string()))?,
+            Err(current) => match codec::decode::<CheckpointV2>(bytes) {
+                Ok(v2) => Checkpoint::try_from(v2).map_err(unreadable)?,
+                Err(_) => codec::decode::<CheckpointV1>(bytes)
+                    .map(Checkpoint::from)
+                    .map_err(|_| unreadable(current.to_string()))?,
+            },
         };
         cp.check_sound().map_err(unreadable)?;
         Ok(cp)
@@ -270,13 +425,17 @@ impl AlertState {
             .collect();
     }
 
-    /// Switches to a new spec of the same alert id, keeping unchanged triggers' state.
+    /// Switches to a new spec of the same alert id, keeping unchanged triggers' state. Open
+    /// buckets keep their items inline from now on: the new spec's scope and limits could not
+    /// list them again from the stored items.
     pub fn reconfigure(&mut self, spec: Arc<AlertSpec>) {
+        self.keep_items_inline();
         let cp = self.checkpoint();
+        let buckets = std::mem::take(&mut self.buckets).into_iter().collect();
         let applied = self.applied_seq;
         let last = self.last_notified_ms;
         *self = AlertState::new(spec, applied);
-        self.adopt(cp.triggers, cp.buckets);
+        self.adopt(cp.triggers, buckets);
         self.last_notified_ms = last;
     }
 
@@ -388,30 +547,21 @@ impl AlertState {
                 }
             }
         }
-        let cap = self.spec.max_events_per_message;
         for et in per_event {
-            let object = match &event.body {
-                EventBody::Guardrail { object, .. } | EventBody::Object { object, .. } => object,
-                _ => continue,
+            let Some(object) = event_object(event) else {
+                continue;
             };
             let bucket = self.buckets.entry(et).or_insert_with(|| Bucket {
                 opened_ms: event.received_ms,
                 count: 0,
                 items: Vec::new(),
+                inline: 0,
+                stored_from: None,
             });
             bucket.count += 1;
-            // Byte budgets (crate::budget): an oversized object becomes a marker, and objects
-            // past the message budget are counted but not listed, like those past the cap.
-            if bucket.items.len() < cap {
-                let object = crate::budget::fit_object(object, self.spec.max_object_bytes);
-                let used: usize = bucket.items.iter().map(|i| i.object.len() + 1).sum();
-                if used + object.len() < self.spec.max_message_bytes {
-                    bucket.items.push(BucketItem {
-                        id: event.id.clone(),
-                        user: event.user.clone(),
-                        object: object.into_owned(),
-                    });
-                }
+            if list(&self.spec, bucket, event, object) {
+                bucket.stored_from.get_or_insert(seq);
+                applied.listed = true;
             }
             applied.counted = true;
         }
@@ -584,7 +734,19 @@ impl AlertState {
                 .zip(self.thresholds.iter())
                 .filter_map(|(t, s)| s.as_ref().map(|s| (t.fingerprint(), s.clone())))
                 .collect(),
-            buckets: self.buckets.iter().map(|(e, b)| (*e, b.clone())).collect(),
+            buckets: self
+                .buckets
+                .iter()
+                .map(|(e, b)| {
+                    let bucket = StoredBucket {
+                        opened_ms: b.opened_ms,
+                        count: b.count,
+                        inline: b.items[..b.inline].to_vec(),
+                        stored_from: b.stored_from,
+                    };
+                    (*e, bucket)
+                })
+                .collect(),
             last_notified_ms: self.last_notified_ms,
         }
     }
@@ -611,6 +773,56 @@ impl AlertState {
     pub fn last_notified_ms(&self) -> Option<i64> {
         self.last_notified_ms
     }
+}
+
+/// The object a per-event event carries (what a bucket lists).
+fn event_object(event: &Event) -> Option<&str> {
+    match &event.body {
+        EventBody::Guardrail { object, .. } | EventBody::Object { object, .. } => Some(object),
+        _ => None,
+    }
+}
+
+/// The object `event` adds to the bucket of per-event type `et` of the alert `spec`, if it
+/// goes there: the same test [`AlertState::apply`] makes, for listing stored items again.
+/// Restarts list every stored item for every alert, so this test allocates nothing.
+fn bucket_object<'e>(spec: &AlertSpec, et: EventType, event: &'e Event) -> Option<&'e str> {
+    // `Event::feeds` for the bodies that carry an object, without its Vec.
+    let feeds = match &event.body {
+        EventBody::Guardrail { failed, .. } => *failed && et == EventType::GuardrailsTriggered,
+        EventBody::Object { event_type, .. } => *event_type == et,
+        _ => false,
+    };
+    if !feeds || event.workspace != spec.workspace {
+        return None;
+    }
+    let (project, project_id) = (event.project.as_deref(), event.project_id.as_deref());
+    spec.triggers
+        .iter()
+        .any(|t| t.event == et && t.threshold.is_none() && t.in_scope(project, project_id))
+        .then(|| event_object(event))
+        .flatten()
+}
+
+/// Lists `event` in `bucket` unless the bucket is full; true if it was listed. Byte budgets
+/// (crate::budget): an oversized object becomes a marker, and objects past the message budget
+/// are counted but not listed, like those past the cap. The decision depends only on the
+/// items already listed, so listing the same events again gives the same list.
+fn list(spec: &AlertSpec, bucket: &mut Bucket, event: &Event, object: &str) -> bool {
+    if bucket.items.len() >= spec.max_events_per_message {
+        return false;
+    }
+    let object = crate::budget::fit_object(object, spec.max_object_bytes);
+    let used: usize = bucket.items.iter().map(|i| i.object.len() + 1).sum();
+    if used + object.len() >= spec.max_message_bytes {
+        return false;
+    }
+    bucket.items.push(BucketItem {
+        id: event.id.clone(),
+        user: event.user.clone(),
+        object: object.into_owned(),
+    });
+    true
 }
 
 /// The value a threshold trigger takes from an event, if the event feeds it.

@@ -194,6 +194,19 @@ pub async fn retrying<T: Send + 'static>(
     }
 }
 
+/// Rewrites a stopped alert's checkpoint with its bucket items inside (see
+/// [`Store::inline_bucket_items`]).
+async fn inline_bucket_items(store: &Store, spec: Arc<AlertSpec>) {
+    retrying("keeping a stopped alert's bucket items", store, move |s| {
+        let spec = spec.clone();
+        s.inline_bucket_items(&spec.id.clone(), move |cp, raw| {
+            let items = crate::store::items::decode_items(raw);
+            AlertState::inline_checkpoint(spec.clone(), cp, &items)
+        })
+    })
+    .await;
+}
+
 impl AlertSupervisorState {
     /// Starts (or restarts) alerts: retires old incarnations and reads the seeds under the fence,
     /// spawns the actors, and registers them with the router, which replays the inbox to them.
@@ -211,16 +224,19 @@ impl AlertSupervisorState {
         let mut regs = Vec::with_capacity(specs.len());
         let mut guard = self.registry.clone().lock_owned().await;
         let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
-        let (checkpoints, applied) = retrying("reading alert checkpoints", &self.store, move |s| {
+        let seeds = retrying("reading alert checkpoints", &self.store, move |s| {
             s.load_seeds(&ids)
         })
         .await;
+        let applied = seeds.applied;
+        let stored_items = Arc::new(crate::store::items::decode_items(&seeds.items));
         let mut states = Vec::with_capacity(specs.len());
-        for (spec, checkpoint) in specs.into_iter().zip(checkpoints) {
+        for (spec, checkpoint) in specs.into_iter().zip(seeds.checkpoints) {
             let state = state_from_seed(AlertSeed {
                 spec: spec.clone(),
                 checkpoint,
                 applied_through: floor.unwrap_or(applied).max(applied),
+                stored_items: stored_items.clone(),
             });
             let generation = guard.generation();
             let start = state.applied_seq();
@@ -275,11 +291,17 @@ impl AlertSupervisorState {
     /// checkpoint, under the fence so no tick commit writes it back.
     async fn stop_alert(&mut self, id: &str, forget: bool) {
         let mut reg = self.registry.lock().await;
-        if let Some(m) = reg.members.remove(id) {
-            if let Some(actor) = m.actor {
+        let stopped = reg.members.remove(id);
+        if let Some(m) = &stopped {
+            if let Some(actor) = &m.actor {
                 self.by_actor.remove(&actor.get_id());
                 actor.stop(Some("removed from the config".into()));
             }
+        }
+        // Kept, not running (disabled, failed): its bucket items move into its checkpoint, so
+        // the stored items are not kept for it (no tick commits it any more: it left the fence).
+        if let (Some(m), false) = (stopped, forget) {
+            inline_bucket_items(&self.store, m.spec).await;
         }
         let _ = self.router.cast(RouterMsg::Unregister(id.to_string()));
         if forget {
@@ -308,6 +330,16 @@ impl AlertSupervisorState {
                 s.retain_checkpoints(&keep)
             })
             .await;
+            // Disabled alerts keep their bucket items in their checkpoints (see stop_alert).
+            let with_items = retrying("reading bucket item floors", &self.store, |s| {
+                s.alerts_with_bucket_items()
+            })
+            .await;
+            for spec in config.alerts.iter().filter(|a| !a.enabled) {
+                if with_items.contains(&spec.id) {
+                    inline_bucket_items(&self.store, spec.clone()).await;
+                }
+            }
             for spec in &config.alerts {
                 self.configured.insert(spec.id.clone(), spec.clone());
             }

@@ -102,7 +102,7 @@ fn checkpoint_and_replay_equal_an_uninterrupted_run() {
     }
     let bytes = codec::encode(&first.checkpoint());
     let cp = AlertState::decode_checkpoint("a", &bytes).unwrap();
-    let mut restored = AlertState::restore(spec(ERRORS), cp);
+    let mut restored = AlertState::restore(spec(ERRORS), cp, &[]);
     for (q, e) in &events {
         restored.apply(*q, e); // full replay: the first three are skipped by sequence
     }
@@ -181,7 +181,7 @@ fn a_silent_recovery_is_checkpointed_so_a_restart_keeps_it() {
     if let Some(cp) = s.take_checkpoint_if_dirty() {
         stored = cp;
     }
-    let mut restored = AlertState::restore(spec(ERRORS), stored);
+    let mut restored = AlertState::restore(spec(ERRORS), stored, &[]);
     for i in 4..=6 {
         let (q, e) = trace(i, 401_000, "p1", true);
         s.apply(q, &e);
@@ -364,7 +364,7 @@ fn an_owed_firing_survives_a_checkpoint_and_restore() {
     );
     let bytes = codec::encode(&s.take_checkpoint_if_dirty().unwrap());
     let cp = AlertState::decode_checkpoint("a", &bytes).unwrap();
-    let mut restored = AlertState::restore(spec(ERRORS), cp);
+    let mut restored = AlertState::restore(spec(ERRORS), cp, &[]);
     let d = restored.tick_silenced(60_000, &mut ids(), &quiet);
     assert_eq!(
         d.send.len(),
@@ -379,7 +379,7 @@ fn an_owed_firing_survives_a_checkpoint_and_restore() {
 struct CheckpointV1Layout {
     applied_seq: u64,
     triggers: Vec<(String, ThresholdState)>,
-    buckets: Vec<(EventType, Bucket)>,
+    buckets: Vec<(EventType, InlineBucket)>,
     last_notified_ms: Option<i64>,
 }
 
@@ -395,7 +395,7 @@ fn a_checkpoint_from_before_silences_decodes_with_its_episode_notified() {
     let old = codec::encode(&CheckpointV1Layout {
         applied_seq: cp.applied_seq,
         triggers: cp.triggers.clone(),
-        buckets: cp.buckets.clone(),
+        buckets: Vec::new(),
         last_notified_ms: cp.last_notified_ms,
     });
     assert_ne!(old, codec::encode(&cp), "the layouts differ");
@@ -406,8 +406,11 @@ fn a_checkpoint_from_before_silences_decodes_with_its_episode_notified() {
         "same state, marks as sent"
     );
     // Its episode counts as notified: the resolve passes a silence.
-    let mut restored =
-        AlertState::restore(spec(&format!("send_resolved = true\n{ERRORS}")), decoded);
+    let mut restored = AlertState::restore(
+        spec(&format!("send_resolved = true\n{ERRORS}")),
+        decoded,
+        &[],
+    );
     let quiet = silence("a", &[], 0, 1_000_000);
     let d = restored.tick_silenced(400_000, &mut ids(), &quiet);
     assert_eq!(d.send.len(), 1);
@@ -420,7 +423,7 @@ fn a_checkpoint_with_marks_that_do_not_fit_its_triggers_is_refused() {
     struct Bad {
         applied_seq: u64,
         triggers: Vec<(String, ThresholdState)>,
-        buckets: Vec<(EventType, Bucket)>,
+        buckets: Vec<(EventType, InlineBucket)>,
         last_notified_ms: Option<i64>,
         episode_marks: Vec<SilenceMarks>,
     }
@@ -428,7 +431,7 @@ fn a_checkpoint_with_marks_that_do_not_fit_its_triggers_is_refused() {
     let bytes = codec::encode(&Bad {
         applied_seq: cp.applied_seq,
         triggers: cp.triggers,
-        buckets: cp.buckets,
+        buckets: Vec::new(),
         last_notified_ms: cp.last_notified_ms,
         episode_marks: vec![SilenceMarks::default(); 3],
     });
@@ -509,4 +512,235 @@ fn only_trace_thresholds_over_every_project_read_points() {
     assert!(!AlertState::new(spec(per_event), 0).reads_points());
     let score = "[[alert.trigger]]\nevent = \"trace:feedback_score\"\nscore = \"q\"\nthreshold = 0.5\noperator = \"<\"\nwindow = \"1m\"\n";
     assert!(!AlertState::new(spec(score), 0).reads_points());
+}
+
+// Bucket items stored once (`bucket_items`): checkpoints reference them, restores list them again.
+
+const PROMPTS: &str = "debounce = \"60s\"\n[[alert.trigger]]\nevent = \"prompt:created\"\n";
+
+/// An alert under an `[engine]` section (where `max_events_per_message` is set).
+fn engine_spec(engine: &str, toml_alert: &str) -> Arc<AlertSpec> {
+    let text = format!(
+        "[engine]\n{engine}[[alert]]\nid = \"a\"\nurl = \"http://127.0.0.1:1/\"\n{toml_alert}"
+    );
+    let cfg = Config::from_toml(Path::new("test.toml"), &text, false).expect("valid test config");
+    cfg.alerts[0].clone()
+}
+
+/// The stored items as the tick commits would have kept them: every listed event, by sequence.
+fn stored(events: &[(u64, Event)]) -> Vec<(u64, Event)> {
+    events.to_vec()
+}
+
+/// A round trip through the stored bytes.
+fn reload(s: &AlertState) -> Checkpoint {
+    AlertState::decode_checkpoint("a", &codec::encode(&s.checkpoint())).unwrap()
+}
+
+#[test]
+fn a_checkpoint_names_where_stored_items_start_instead_of_carrying_them() {
+    let mut s = AlertState::new(spec(PROMPTS), 0);
+    let events: Vec<_> = (1..=50)
+        .map(|i| prompt(i, 1_000 + i as i64, "ann"))
+        .collect();
+    for (q, e) in &events {
+        assert!(s.apply(*q, e).listed);
+    }
+    assert_eq!(s.item_floor(), Some(1));
+    let bytes = codec::encode(&s.checkpoint());
+    assert!(
+        bytes.len() < 64,
+        "a bucket of 50 items costs {} bytes in the checkpoint",
+        bytes.len()
+    );
+    let cp = AlertState::decode_checkpoint("a", &bytes).unwrap();
+    assert_eq!(cp.buckets[0].1.stored_from, Some(1));
+    assert_eq!(cp.buckets[0].1.count, 50);
+    assert!(cp.buckets[0].1.inline.is_empty());
+}
+
+#[test]
+fn a_restore_lists_the_stored_items_again_like_an_uninterrupted_run() {
+    // Two per-event types, a project scope, and events the alert does not take in between.
+    let text = "debounce = \"60s\"\n[[alert.trigger]]\nevent = \"prompt:created\"\n[[alert.trigger]]\nevent = \"trace:guardrails_triggered\"\nprojects = [\"p1\"]\n";
+    let guard = |seq: u64, project: &str| {
+        (
+            seq,
+            Event {
+                id: format!("g{seq}"),
+                workspace: "default".into(),
+                project: Some(project.into()),
+                project_id: None,
+                timestamp_ms: 1_000,
+                received_ms: 1_000 + seq as i64,
+                user: "bob".into(),
+                body: EventBody::Guardrail {
+                    trace_id: None,
+                    failed: true,
+                    object: format!("{{\"g\":{seq}}}"),
+                },
+            },
+        )
+    };
+    let events: Vec<(u64, Event)> = (1..=12)
+        .map(|i| match (i, i % 3) {
+            // A passed guardrail and another workspace's prompt: neither is taken.
+            (2, _) => {
+                let (q, mut e) = guard(i, "p1");
+                e.body = EventBody::Guardrail {
+                    trace_id: None,
+                    failed: false,
+                    object: "{}".into(),
+                };
+                (q, e)
+            }
+            (5, _) => {
+                let (q, mut e) = prompt(i, 1_000 + i as i64, "ann");
+                e.workspace = "other".into();
+                (q, e)
+            }
+            (_, 0) => prompt(i, 1_000 + i as i64, "ann"),
+            (_, 1) => guard(i, "p1"),
+            _ => guard(i, "p2"),
+        })
+        .collect();
+    let spec = || engine_spec("max_events_per_message = 3\n", text);
+    let mut straight = AlertState::new(spec(), 0);
+    let mut first = AlertState::new(spec(), 0);
+    let mut listed = Vec::new();
+    for (q, e) in &events {
+        straight.apply(*q, e);
+        if *q <= 8 && first.apply(*q, e).listed {
+            listed.push((*q, e.clone()));
+        }
+    }
+    // Only what the alert listed is stored; the others' events may be there too (another
+    // alert listed them): both must give the same state.
+    for store in [stored(&listed), stored(&events)] {
+        let mut restored = AlertState::restore(spec(), reload(&first), &store);
+        for (q, e) in &events {
+            restored.apply(*q, e);
+        }
+        let a = straight.clone().tick(100_000, &mut ids());
+        let b = restored.tick(100_000, &mut ids());
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].event_count, 4, "past the cap of 3, still counted");
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn a_missing_stored_item_is_left_out_but_still_counted() {
+    let mut s = AlertState::new(spec(PROMPTS), 0);
+    let events: Vec<_> = (1..=3).map(|i| prompt(i, 1_000, "ann")).collect();
+    for (q, e) in &events {
+        s.apply(*q, e);
+    }
+    let mut restored = AlertState::restore(spec(PROMPTS), reload(&s), &events[1..]);
+    let n = restored.tick(100_000, &mut ids());
+    assert_eq!(n[0].event_count, 3);
+    assert_eq!(n[0].event_ids, vec!["p2", "p3"]);
+}
+
+#[test]
+fn a_bucket_from_before_stored_items_keeps_its_items_and_takes_new_ones_as_stored() {
+    let mut s = AlertState::new(spec(PROMPTS), 0);
+    for i in 1..=2 {
+        let (q, e) = prompt(i, 1_000, "ann");
+        s.apply(q, &e);
+    }
+    // Schemas 2–3: the silences layout with every item inside the bucket.
+    #[derive(Serialize)]
+    struct V2 {
+        applied_seq: u64,
+        triggers: Vec<(String, ThresholdState)>,
+        buckets: Vec<(EventType, InlineBucket)>,
+        last_notified_ms: Option<i64>,
+        episode_marks: Vec<SilenceMarks>,
+    }
+    let b = &s.buckets[&EventType::PromptCreated];
+    let old = codec::encode(&V2 {
+        applied_seq: 2,
+        triggers: Vec::new(),
+        buckets: vec![(
+            EventType::PromptCreated,
+            InlineBucket {
+                opened_ms: b.opened_ms,
+                count: b.count,
+                items: b.items.clone(),
+            },
+        )],
+        last_notified_ms: None,
+        episode_marks: Vec::new(),
+    });
+    assert!(
+        codec::decode::<Checkpoint>(&old).is_err(),
+        "an old checkpoint is never read as a new one"
+    );
+    let cp = AlertState::decode_checkpoint("a", &old).unwrap();
+    assert_eq!(cp.buckets[0].1.inline.len(), 2);
+    assert_eq!(cp.buckets[0].1.stored_from, None);
+    let mut restored = AlertState::restore(spec(PROMPTS), cp, &[]);
+    let (q, e) = prompt(3, 1_000, "bob");
+    assert!(restored.apply(q, &e).listed);
+    assert_eq!(restored.item_floor(), Some(3));
+    // The next checkpoint keeps the two old items inline and stores the new one.
+    let again = reload(&restored);
+    assert_eq!(again.buckets[0].1.inline.len(), 2);
+    assert_eq!(again.buckets[0].1.stored_from, Some(3));
+    let n = AlertState::restore(spec(PROMPTS), again, &[(q, e)]).tick(100_000, &mut ids());
+    assert_eq!(n[0].event_ids, vec!["p1", "p2", "p3"]);
+    assert_eq!(n[0].user_names, vec!["ann", "bob"]);
+}
+
+#[test]
+fn a_new_checkpoint_is_never_read_as_an_old_layout() {
+    let mut s = AlertState::new(spec(PROMPTS), 0);
+    let (q, e) = prompt(1, 1_000, "ann");
+    s.apply(q, &e);
+    let bytes = codec::encode(&s.checkpoint());
+    assert_eq!(bytes[1], STORED_ITEMS_LAYOUT);
+    assert!(codec::decode::<CheckpointV2>(&bytes).is_err());
+    assert!(codec::decode::<CheckpointV1>(&bytes).is_err());
+}
+
+#[test]
+fn a_reconfigured_bucket_keeps_its_items_inline() {
+    let mut s = AlertState::new(spec(PROMPTS), 0);
+    let events: Vec<_> = (1..=2).map(|i| prompt(i, 1_000, "ann")).collect();
+    for (q, e) in &events {
+        s.apply(*q, e);
+    }
+    s.reconfigure(engine_spec("max_events_per_message = 1\n", PROMPTS));
+    assert_eq!(s.item_floor(), None, "nothing stored is needed any more");
+    let cp = reload(&s);
+    assert_eq!(cp.buckets[0].1.inline.len(), 2);
+    let n = AlertState::restore(s.spec().clone(), cp, &[]).tick(100_000, &mut ids());
+    assert_eq!(n[0].event_ids, vec!["p1", "p2"]);
+}
+
+#[test]
+fn a_stopped_alerts_checkpoint_takes_its_stored_items_inside() {
+    let mut s = AlertState::new(spec(PROMPTS), 0);
+    let events: Vec<_> = (1..=2).map(|i| prompt(i, 1_000, "ann")).collect();
+    for (q, e) in &events {
+        s.apply(*q, e);
+    }
+    let bytes = codec::encode(&s.checkpoint());
+    let inlined = AlertState::inline_checkpoint(spec(PROMPTS), &bytes, &events).unwrap();
+    let cp = AlertState::decode_checkpoint("a", &inlined).unwrap();
+    assert_eq!(cp.buckets[0].1.stored_from, None);
+    let n = AlertState::restore(spec(PROMPTS), cp, &[]).tick(100_000, &mut ids());
+    assert_eq!(n[0].event_ids, vec!["p1", "p2"]);
+    assert!(AlertState::inline_checkpoint(spec(PROMPTS), b"junk", &events).is_none());
+}
+
+#[test]
+fn a_flushed_bucket_needs_no_stored_items() {
+    let mut s = AlertState::new(spec(PROMPTS), 0);
+    let (q, e) = prompt(1, 1_000, "ann");
+    s.apply(q, &e);
+    assert_eq!(s.tick(61_000, &mut ids()).len(), 1);
+    assert_eq!(s.item_floor(), None);
+    assert!(reload(&s).buckets.is_empty());
 }

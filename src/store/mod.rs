@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex, RwLock};
 // Appends with one de-duplication id per group of events (the NATS source's messages).
 mod keyed;
 pub use keyed::KeyedRequest;
+pub mod items;
+mod written;
 
 /// redb page cache size.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
@@ -38,8 +40,10 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// checkpoint layouts, so upgrading rewrites nothing; the number keeps an older alertd, which
 /// would not understand new checkpoints, from opening the file). 3: client ids hashed into
 /// time-bucketed tables. 4: client ids in a log and sorted runs ([`ids`]). 5: the inbox holds
-/// one row per journal commit (`inbox_chunks`, see [`inbox`]).
-pub const SCHEMA_VERSION: u64 = 5;
+/// one row per journal commit (`inbox_chunks`, see [`inbox`]). 6: per-event alerts' bucket items
+/// stored once (`bucket_items`, `bucket_item_floors`, see [`items`]) and checkpoints that
+/// reference them (older checkpoints, with their items inline, are read as they are).
+pub const SCHEMA_VERSION: u64 = 6;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
@@ -121,6 +125,10 @@ pub struct TickCommit {
     pub suppressed: Vec<SuppressedDelivery>,
     /// How many suppressed rows the history keeps (the newest); applied when rows are added.
     pub suppressed_log_size: usize,
+    /// Events listed in open buckets, once each, by inbox sequence (see [`items`]).
+    pub items: Vec<(u64, Arc<Event>)>,
+    /// For each checkpoint written: the lowest item sequence it references (`None`: none).
+    pub item_floors: Vec<(String, Option<u64>)>,
 }
 
 /// The data file's size and how much of it is live.
@@ -130,8 +138,16 @@ pub struct Space {
     pub live_bytes: u64,
 }
 
-/// Raw checkpoints (in the order asked) and the point every alert has applied the inbox through.
-pub type Seeds = (Vec<Option<Vec<u8>>>, u64);
+/// What (re)starting alerts begin from, read in one transaction.
+#[derive(Debug, Default)]
+pub struct Seeds {
+    /// Raw checkpoints, in the order asked.
+    pub checkpoints: Vec<Option<Vec<u8>>>,
+    /// The point every alert has applied the inbox through.
+    pub applied: u64,
+    /// The stored bucket items those checkpoints reference (see [`items`]).
+    pub items: items::StoredItems,
+}
 
 /// The result of one delivery attempt, to be recorded.
 #[derive(Debug, Clone)]
@@ -270,7 +286,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
         // is small, and an edge host's memory is not.
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create(path)
+            .create_with_backend(written::CountingFile::open(path)?)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
                     path: path.to_path_buf(),
@@ -319,6 +335,7 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             txn.open_table(QUARANTINE)?;
             txn.open_table(QUARANTINE_BYTES)?;
             ids::prepare(&txn)?;
+            items::create_tables(&txn)?;
             crate::quarantine::sweep(&txn)?;
         }
         txn.commit()?;
@@ -527,6 +544,7 @@ impl Store {
                 for d in &tick.deliveries {
                     outbox.insert(d.key(), codec::encode(d).as_slice())?;
                 }
+                items::commit(&txn, tick)?;
                 if !tick.suppressed.is_empty() {
                     let mut log = txn.open_table(SUPPRESSED_LOG)?;
                     for s in &tick.suppressed {
@@ -601,7 +619,11 @@ impl Store {
                 .get(META_APPLIED)?
                 .map(|v| v.value())
                 .unwrap_or(0);
-            Ok((out, applied))
+            Ok(Seeds {
+                checkpoints: out,
+                applied,
+                items: items::for_alerts(&txn, ids)?,
+            })
         })
     }
 
@@ -614,6 +636,7 @@ impl Store {
                 for id in ids {
                     state.remove(id.as_str())?;
                 }
+                items::forget(&txn, ids)?;
             }
             txn.commit()?;
             Ok(())

@@ -1,0 +1,89 @@
+//! Counts the bytes redb writes to the data file (`alertd_store_bytes_written_total`).
+//!
+//! On an edge host with flash that wears, the write volume matters as much as the file's size;
+//! the kernel's per-process counters mix in logs and are not always readable, so the store
+//! counts what it hands to the file itself. Everything else is the file backend redb would
+//! use anyway (locking included).
+
+use redb::backends::FileBackend;
+use redb::{BackendError, StorageBackend};
+use std::ops::Bound;
+
+/// redb's file backend with a write counter.
+#[derive(Debug)]
+pub(super) struct CountingFile(FileBackend);
+
+impl StorageBackend for CountingFile {
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.0.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+        self.0.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+        self.0.set_len(len)
+    }
+
+    fn sync_data(&self) -> Result<(), std::io::Error> {
+        self.0.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.0.write(offset, data)?;
+        crate::metrics::store_bytes_written(data.len() as u64);
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), std::io::Error> {
+        self.0.close()
+    }
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.0.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.0.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.lock_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.0.query_lock_range(start, end)
+    }
+}
+
+impl CountingFile {
+    /// Opens (or creates) the data file the way `redb::Builder::create` does.
+    pub(super) fn open(path: &std::path::Path) -> Result<CountingFile, super::StoreError> {
+        let open = || -> Result<CountingFile, redb::DatabaseError> {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            Ok(CountingFile(FileBackend::new(file)?))
+        };
+        open().map_err(|e| super::StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
