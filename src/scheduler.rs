@@ -365,10 +365,17 @@ impl SchedulerState {
         let expire_before = now - config.ingest.dedup_window.as_millis() as i64;
         let max_ids = config.ingest.max_remembered_ids;
         let me = myself.clone();
-        // Housekeeping after pruning, at most once a minute: space gauges, and compaction once
-        // the store has been quiet for `storage.compact_when_idle`.
+        // Housekeeping after pruning, at most once a minute (or once per
+        // `storage.compact_when_idle` when that is shorter, so a quiet store is compacted within
+        // about two of those periods): space gauges, and compaction once the store has been
+        // quiet for `storage.compact_when_idle`.
         let idle = config.storage.compact_when_idle;
-        let housekeeping = now - self.last_housekeeping_ms >= 60_000;
+        let period = if idle.is_zero() {
+            60_000
+        } else {
+            (idle.as_millis() as i64).clamp(1_000, 60_000)
+        };
+        let housekeeping = now - self.last_housekeeping_ms >= period;
         let compact = housekeeping
             && !idle.is_zero()
             && now - self.store.last_append_ms().max(self.started_ms) >= idle.as_millis() as i64;

@@ -700,3 +700,41 @@ async fn no_warning_when_the_config_is_private_or_secrets_live_in_files() {
     let log = start_log(files.path(), "", "secret_token_file = \"tok\"", 0o644).await;
     assert!(!log.contains(WARNING), "{log}");
 }
+
+/// `storage.compact_when_idle` shorter than the one-minute housekeeping: a quiet store is
+/// compacted within about two of its periods, not at the next minute (issue 21: space comes
+/// back after a burst).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_store_is_compacted_after_compact_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = common::Daemon::start(
+        dir.path(),
+        "compact_when_idle = \"2s\"\n[engine]\ntick = \"1s\"\n",
+    )
+    .await;
+    let line = r#"{"kind":"trace","project":"p","error_info":{"m":"x"},"user":"yyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyyy"}"#;
+    let body = format!("{line}\n").repeat(10_000);
+    for _ in 0..10 {
+        let (s, v) = d.post_events(&body, "application/x-ndjson").await;
+        assert_eq!(s, 202, "{v}");
+    }
+    let file = || {
+        std::fs::metadata(dir.path().join("alertd.redb"))
+            .unwrap()
+            .len()
+    };
+    let peak = file();
+    assert!(peak > 8 << 20, "the burst grew the file to {peak} bytes");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = file();
+        if now * 4 < peak {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the file is still {now} bytes (peak {peak}) 30 s after the burst"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -370,7 +370,17 @@ pub(crate) fn storage(ctx: &mut Ctx) -> Fut<'_> {
             let dir = ctx.fresh_dir("storage");
             let port = free_port();
             let alerts = format!("{ingest}{}", scale_alerts(10, &ctx.sink.url("/storage")));
-            let cfg = alertd_config(port, &dir, "5s", &Delivery::default(), &alerts);
+            let mut cfg = alertd_config(port, &dir, "5s", &Delivery::default(), &alerts);
+            if !ids {
+                // The burst-then-idle measurement: compaction after a third of the idle period
+                // (housekeeping runs that often too), so "within one period" fits in the wait.
+                let after = format!("{:.0}s", (idle / 3.0).max(1.0));
+                cfg = cfg.replacen(
+                    "[storage]\n",
+                    &format!("[storage]\ncompact_when_idle = \"{after}\"\n"),
+                    1,
+                );
+            }
             let mut a = Alertd::start(&ctx.a.alertd, &dir, &cfg, port).await?;
             let pid = a.proc.pid();
             let guard = RssGuard::watch(pid, ctx.a.rss_cap_mib);
