@@ -259,7 +259,10 @@ pub fn otlp_decode(data: &[u8]) {
     let rejected = m.rejected.len() as i64;
     let message = m.error_message();
     for (e, id) in m.into_events(NOW_MS).iter().zip(&ids) {
-        assert_eq!(e.client_id.as_ref(), Some(id));
+        assert_eq!(
+            e.client_id,
+            Some(alertd::store::ClientId::new(&e.event.workspace, id))
+        );
         assert!(!e.event.feeds().is_empty(), "a trace always feeds latency");
     }
     let answer = encode_response(rejected, &message, enc);

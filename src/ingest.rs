@@ -6,7 +6,7 @@
 
 use crate::event::{Event, EventBody, EventType, ScoreEntity};
 use crate::rawjson::{self, Kind, SplitError};
-use crate::store::NewEvent;
+use crate::store::{ClientId, NewEvent};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -498,7 +498,7 @@ pub fn parse_raw_event(v: &RawValue, now_ms: i64) -> Result<NewEvent, String> {
         }
     };
     Ok(NewEvent {
-        client_id,
+        client_id: client_id.map(|id| ClientId::new(&workspace, &id)),
         event: Event {
             id: new_event_id(now_ms),
             workspace,

@@ -238,6 +238,18 @@ impl Actor for Journal {
                 state.args.queued.fetch_sub(total, Ordering::AcqRel);
                 match result {
                     Ok(outcomes) => {
+                        // The next commit starts before this one's answers and routing, so the
+                        // single writer is not idle meanwhile; it needs `routed` (the rows it
+                        // may verify after an error start past it), unless a gap must be
+                        // routed first.
+                        let first = outcomes.iter().find_map(|o| o.stored.first()).map(|r| r.0);
+                        let gap = first.filter(|f| *f > state.routed + 1);
+                        if let Some(last) = outcomes.iter().rev().find_map(|o| o.stored.last()) {
+                            if gap.is_none() {
+                                state.routed = last.0;
+                                start_commit(&myself, state);
+                            }
+                        }
                         let mut routed = Vec::new();
                         let mut by_kind: HashMap<&'static str, u64> = HashMap::new();
                         for ((_, reply), outcome) in replies.into_iter().zip(outcomes) {
@@ -254,11 +266,11 @@ impl Actor for Journal {
                         for (kind, n) in by_kind {
                             metrics::events(kind, "accepted", n);
                         }
-                        if let Some((first, _)) = routed.first() {
-                            if *first > state.routed + 1 {
-                                route_gap(&state.args, state.routed, *first - 1).await;
-                            }
-                            state.routed = routed.last().map_or(state.routed, |(s, _)| *s);
+                        if let Some(first) = gap {
+                            route_gap(&state.args, state.routed, first - 1).await;
+                        }
+                        if let Some((last, _)) = routed.last() {
+                            state.routed = *last;
                             state.args.router.cast(RouterMsg::Route(routed))?;
                         }
                     }

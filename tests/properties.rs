@@ -248,7 +248,10 @@ proptest! {
             prop_assert_eq!(events.len(), values.len());
             for ((e, v), kind) in events.iter().zip(&values).zip(&kinds) {
                 prop_assert_eq!(alertd::journal::kind_name(&e.event), *kind);
-                prop_assert_eq!(e.client_id.as_deref(), v["id"].as_str());
+                prop_assert_eq!(
+                    e.client_id.clone(),
+                    v["id"].as_str().map(|id| alertd::store::ClientId::new(&e.event.workspace, id))
+                );
                 prop_assert_eq!(e.event.workspace.as_str(), v["workspace"].as_str().unwrap_or("default"));
                 prop_assert_eq!(e.event.project.as_deref(), v["project"].as_str());
                 prop_assert!(e.event.timestamp_ms <= NOW_MS);

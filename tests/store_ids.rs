@@ -3,14 +3,14 @@
 //! dropping whole runs, and a cap that forgets the oldest first.
 
 use alertd::event::{Event, EventBody};
-use alertd::store::{NewEvent, Store};
+use alertd::store::{ClientId, NewEvent, Store};
 
 const WINDOW: i64 = 600_000;
 const T0: i64 = 1_800_000_000_000;
 
 fn event(cid: &str) -> NewEvent {
     NewEvent {
-        client_id: Some(cid.to_string()),
+        client_id: Some(ClientId::new("default", cid)),
         event: Event {
             id: uuid::Uuid::now_v7().to_string(),
             workspace: "default".into(),
@@ -54,10 +54,16 @@ fn a_repeat_within_the_window_is_a_duplicate_and_after_it_is_not() {
         "the window is over"
     );
     // Another workspace's "b" is another id.
-    let mut other = event("b");
-    other.event.workspace = "other".into();
+    let other = event_in("other", "b");
     let out = store.append(vec![vec![other]], T0 + 2_000, WINDOW).unwrap();
     assert_eq!(out[0].duplicates, 0);
+}
+
+fn event_in(workspace: &str, cid: &str) -> NewEvent {
+    let mut e = event(cid);
+    e.event.workspace = workspace.into();
+    e.client_id = Some(ClientId::new(workspace, cid));
+    e
 }
 
 /// Appends `ids` in batches of 1,000 at `now`.
@@ -123,7 +129,7 @@ fn ids_are_small_on_disk_once_sealed() {
             let batch: Vec<NewEvent> = chunk
                 .iter()
                 .map(|i| NewEvent {
-                    client_id: with_ids.then(|| i.clone()),
+                    client_id: with_ids.then(|| ClientId::new("default", i)),
                     ..event(i)
                 })
                 .collect();
@@ -275,6 +281,9 @@ fn compaction_gives_the_space_of_a_burst_back() {
 enum Op {
     /// (workspace, id) pairs from small alphabets, so repeats are common.
     Append(Vec<(u8, u8)>),
+    /// A batch probed now ([`Store::probe_ids`]) and appended at the next append or reopen,
+    /// so runs may be sealed or dropped in between.
+    Probe(Vec<(u8, u8)>),
     Advance(i64),
     Seal,
     Prune,
@@ -285,6 +294,7 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
     use proptest::prelude::*;
     prop_oneof![
         4 => proptest::collection::vec((0u8..2, 0u8..24), 0..12).prop_map(Op::Append),
+        2 => proptest::collection::vec((0u8..2, 0u8..24), 0..12).prop_map(Op::Probe),
         3 => (0i64..4_000).prop_map(Op::Advance),
         1 => Just(Op::Seal),
         1 => Just(Op::Prune),
@@ -306,29 +316,40 @@ proptest::proptest! {
         let mut store = Some(Store::open(&path).unwrap());
         let mut model: std::collections::HashMap<(u8, u8), i64> = Default::default();
         let mut now = T0;
+        let batch = |ids: &[(u8, u8)]| -> Vec<NewEvent> {
+            ids.iter()
+                .map(|(ws, id)| event_in(&format!("ws{ws}"), &format!("id{id}")))
+                .collect()
+        };
+        let mut held: Option<(Vec<(u8, u8)>, Vec<NewEvent>)> = None;
+        let mut append = |s: &Store, ids: &[(u8, u8)], batch: Vec<NewEvent>, now: i64| {
+            let mut expected = 0;
+            for key in ids {
+                match model.get(key) {
+                    Some(at) if now - at < W => expected += 1,
+                    _ => {
+                        model.insert(*key, now);
+                    }
+                }
+            }
+            let out = s.append(vec![batch], now, W).unwrap();
+            (out[0].duplicates, expected)
+        };
         for op in ops {
             let s = store.as_ref().unwrap();
+            if let (Op::Append(_) | Op::Probe(_) | Op::Reopen, Some((ids, b))) = (&op, held.take()) {
+                let (got, expected) = append(s, &ids, b, now);
+                proptest::prop_assert_eq!(got, expected, "probed batch at {}", now - T0);
+            }
             match op {
                 Op::Append(ids) => {
-                    let batch: Vec<NewEvent> = ids
-                        .iter()
-                        .map(|(ws, id)| {
-                            let mut e = event(&format!("id{id}"));
-                            e.event.workspace = format!("ws{ws}");
-                            e
-                        })
-                        .collect();
-                    let mut expected = 0;
-                    for key in &ids {
-                        match model.get(key) {
-                            Some(at) if now - at < W => expected += 1,
-                            _ => {
-                                model.insert(*key, now);
-                            }
-                        }
-                    }
-                    let out = s.append(vec![batch], now, W).unwrap();
-                    proptest::prop_assert_eq!(out[0].duplicates, expected, "at {}", now - T0);
+                    let (got, expected) = append(s, &ids, batch(&ids), now);
+                    proptest::prop_assert_eq!(got, expected, "at {}", now - T0);
+                }
+                Op::Probe(ids) => {
+                    let mut b = batch(&ids);
+                    s.probe_ids(&mut b);
+                    held = Some((ids, b));
                 }
                 Op::Advance(ms) => now += ms,
                 Op::Seal => s.seal_ids().unwrap(),

@@ -96,7 +96,7 @@ fn a_schema_1_file_keeps_its_events_state_and_history_and_takes_silences() {
             let mut e = store.read_inbox(0, 1).unwrap()[0].1.clone();
             e.id = uuid::Uuid::now_v7().to_string();
             alertd::store::NewEvent {
-                client_id: Some(cid.to_string()),
+                client_id: Some(alertd::store::ClientId::new(&e.workspace, cid)),
                 event: e,
             }
         };
@@ -184,7 +184,7 @@ fn a_schema_3_file_keeps_its_remembered_ids_deliveries_checkpoints_and_dead_lett
             e.id = uuid::Uuid::now_v7().to_string();
             e.workspace = ws.into();
             alertd::store::NewEvent {
-                client_id: Some(cid.to_string()),
+                client_id: Some(alertd::store::ClientId::new(&e.workspace, cid)),
                 event: e,
             }
         };
@@ -224,7 +224,7 @@ fn a_schema_3_file_keeps_its_remembered_ids_deliveries_checkpoints_and_dead_lett
     let out = store
         .append(
             vec![vec![alertd::store::NewEvent {
-                client_id: Some("r9".into()),
+                client_id: Some(alertd::store::ClientId::new(&e.workspace, "r9")),
                 event: e,
             }]],
             T0 + 400_001,

@@ -175,9 +175,11 @@ pub(super) async fn post_events(
 pub(crate) async fn append(
     s: &AppState,
     cfg: &crate::config::Config,
-    events: Vec<crate::store::NewEvent>,
+    mut events: Vec<crate::store::NewEvent>,
 ) -> Result<crate::journal::Appended, String> {
     let inner = s.inner();
+    // Off the single commit thread: see `store::id_probe`.
+    inner.store.probe_ids(&mut events);
     let n = events.len();
     let before = inner.queued.fetch_add(n, Ordering::AcqRel);
     if before + n > cfg.ingest.max_queued_events && before > 0 {

@@ -20,7 +20,7 @@
 
 use crate::event::{Event, EventBody};
 use crate::ingest::MAX_FUTURE_MS;
-use crate::store::NewEvent;
+use crate::store::{ClientId, NewEvent};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
@@ -121,7 +121,7 @@ impl Mapping {
         self.traces
             .into_iter()
             .map(|t| NewEvent {
-                client_id: Some(t.trace_id.clone()),
+                client_id: Some(ClientId::new(&t.workspace, &t.trace_id)),
                 event: Event {
                     id: crate::ingest::new_event_id(now_ms),
                     workspace: t.workspace,
@@ -469,8 +469,11 @@ mod tests {
         let m = map_request(&fixture("openllmetry_error.json"), &ctx());
         let e = m.into_events(NOW_MS).remove(0);
         assert_eq!(
-            e.client_id.as_deref(),
-            Some("5b8efff798038103d269b633813fc60c")
+            e.client_id,
+            Some(ClientId::new(
+                &e.event.workspace,
+                "5b8efff798038103d269b633813fc60c"
+            ))
         );
         assert_eq!(e.event.received_ms, NOW_MS);
         assert_eq!(e.event.user, "system");

@@ -154,7 +154,8 @@ mod tests {
         assert_eq!(e[0].client_id, None);
         let e = ok("{\"kind\":\"trace\"}\n\n{\"kind\":\"trace\",\"id\":\"mine\"}\r\n{\"kind\":\"trace\"}\n");
         let ids: Vec<_> = e.iter().map(|e| e.client_id.clone()).collect();
-        assert_eq!(ids, vec![None, Some("mine".to_string()), None]);
+        let mine = crate::store::ClientId::new(&e[1].event.workspace, "mine");
+        assert_eq!(ids, vec![None, Some(mine), None]);
     }
 
     #[test]

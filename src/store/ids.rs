@@ -26,6 +26,7 @@
 //! unsealed ids use at most ≈ 17 MiB (plus ≈ 7 MiB while a run is sorted); sealed ids cost
 //! their filter, ≈ 2.3 bytes each (23 MiB for the default cap of 10 million).
 
+use super::id_probe::{ClientId, Probe, Published, Snapshot};
 use super::{Store, StoreError};
 use redb::{
     Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
@@ -77,7 +78,7 @@ pub(super) fn id_key(workspace: &str, id: &str) -> Key {
     d[..16].try_into().expect("a SHA-256 digest has 32 bytes")
 }
 
-fn hi64(k: &Key) -> u64 {
+pub(super) fn hi64(k: &Key) -> u64 {
     u64::from_be_bytes(k[..8].try_into().expect("a key has 16 bytes"))
 }
 
@@ -142,7 +143,7 @@ impl Pending {
 }
 
 /// What tells a run's ids apart from others without reading it.
-enum RunFilter {
+pub(super) enum RunFilter {
     Fuse(BinaryFuse16),
     /// The first 8 bytes of each key, sorted (small runs).
     Exact(Box<[u64]>),
@@ -160,7 +161,7 @@ impl RunFilter {
         RunFilter::Exact(his.into_boxed_slice())
     }
 
-    fn may_contain(&self, hi: u64) -> bool {
+    pub(super) fn may_contain(&self, hi: u64) -> bool {
         match self {
             RunFilter::Fuse(f) => f.contains(&hi),
             RunFilter::Exact(v) => v.binary_search(&hi).is_ok(),
@@ -200,6 +201,14 @@ impl IdState {
         ((self.max_ids / 8).max(16) as usize).min(MAX_SET)
     }
 
+    /// The sealed runs' filters, for [`Store::probe_ids`](super::Store::probe_ids).
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            generation: self.generation,
+            runs: self.runs.iter().map(|r| (r.id, r.filter.clone())).collect(),
+        }
+    }
+
     fn remembered(&self) -> u64 {
         self.active.ids.len() as u64
             + self.frozen.iter().map(|f| f.ids.len() as u64).sum::<u64>()
@@ -224,6 +233,8 @@ impl IdState {
 /// The shared handle: state, the run being written, and the sealing thread's wake-up.
 pub(super) struct Ids {
     state: Mutex<IdState>,
+    /// The runs as of their last change (taken with `state` held, so it never goes back).
+    pub(super) published: Published,
     build: Mutex<Option<Build>>,
     signal: Arc<Signal>,
 }
@@ -249,8 +260,11 @@ impl Ids {
     /// Reads the remembered ids of an open file: filters of every run, unsealed sets from the log.
     pub(super) fn load(db: &Database) -> Result<Ids, StoreError> {
         let state = load_state(db, 0)?;
+        let published = Published::default();
+        published.set(state.snapshot());
         let ids = Ids {
             state: Mutex::new(state),
+            published,
             build: Mutex::new(None),
             signal: Arc::default(),
         };
@@ -266,6 +280,7 @@ impl Ids {
         let max_ids = st.max_ids;
         *st = fresh;
         st.max_ids = max_ids;
+        self.published.set(st.snapshot());
         drop(st);
         // A run being written is now stale: the sealing step sees the new generation.
         self.signal.wake();
@@ -322,15 +337,25 @@ pub(super) struct IdBatch<'t, 's> {
 impl<'t, 's> IdBatch<'t, 's> {
     /// Whether this client id was accepted within the window; if not, it is remembered now.
     pub(super) fn is_duplicate(&mut self, workspace: &str, id: &str) -> Result<bool, StoreError> {
-        self.check(id_key(workspace, id), true)
+        self.check(id_key(workspace, id), true, None)
+    }
+
+    /// [`Self::is_duplicate`] for an event's client id, using what its probe already knows.
+    pub(super) fn is_duplicate_id(&mut self, id: &ClientId) -> Result<bool, StoreError> {
+        self.check(id.key, true, id.probe.as_ref())
     }
 
     /// Whether this client id was accepted within the window, remembering nothing.
     pub(super) fn was_seen(&mut self, workspace: &str, id: &str) -> Result<bool, StoreError> {
-        self.check(id_key(workspace, id), false)
+        self.check(id_key(workspace, id), false, None)
     }
 
-    fn check(&mut self, key: Key, remember: bool) -> Result<bool, StoreError> {
+    fn check(
+        &mut self,
+        key: Key,
+        remember: bool,
+        probe: Option<&Probe>,
+    ) -> Result<bool, StoreError> {
         use std::collections::hash_map::Entry;
         let now = self.now_ms;
         let horizon = now - self.window_ms;
@@ -351,6 +376,7 @@ impl<'t, 's> IdBatch<'t, 's> {
             active,
             frozen,
             runs,
+            generation,
             ..
         } = st;
         let offset = (now - active.base_ms) as u32;
@@ -376,7 +402,10 @@ impl<'t, 's> IdBatch<'t, 's> {
                 }
             }
             for run in runs.iter().rev() {
-                if run.max_ms <= horizon || !run.filter.may_contain(hi) {
+                if run.max_ms <= horizon
+                    || probe.is_some_and(|p| p.rules_out(*generation, run.id))
+                    || !run.filter.may_contain(hi)
+                {
                     continue;
                 }
                 let table = match self.runs.entry(run.id) {
@@ -622,6 +651,7 @@ impl Store {
                 len: b.sorted.len() as u64,
                 filter: b.filter.clone(),
             });
+            ids.published.set(st.snapshot());
             Ok(true)
         })?;
         if finished {
@@ -655,6 +685,7 @@ impl Store {
 /// One expiry step inside prune's transaction. Holds the id state until the commit.
 pub(super) struct Expiry<'s> {
     state: MutexGuard<'s, IdState>,
+    published: &'s Published,
     dropped: Option<(u64, bool)>,
     /// More to do: a run was dropped (another may follow), or the cap needs a run sealed first.
     pub(super) more: bool,
@@ -677,6 +708,7 @@ impl Ids {
             dropped: None,
             more: false,
             state: st,
+            published: &self.published,
         };
         if let Some(run) = out.state.runs.first() {
             let expired = run.max_ms <= expire_before_ms;
@@ -706,6 +738,7 @@ impl Expiry<'_> {
                 if early {
                     crate::metrics::ids_forgotten_early(r.len);
                 }
+                self.published.set(self.state.snapshot());
             }
         }
         crate::metrics::set_ids_remembered(self.state.remembered());

@@ -69,7 +69,7 @@ impl Store {
                     outcome.stored.reserve(request.events.len());
                     for new in request.events {
                         if let Some(cid) = &new.client_id {
-                            if ids.is_duplicate(&new.event.workspace, cid)? {
+                            if ids.is_duplicate_id(cid)? {
                                 outcome.duplicates += 1;
                                 continue;
                             }
@@ -100,13 +100,14 @@ impl Store {
 mod tests {
     use super::*;
     use crate::event::{Event, EventBody};
+    use crate::store::ClientId;
 
     const NOW: i64 = 1_780_000_000_000;
     const WINDOW: i64 = 600_000;
 
     fn event(workspace: &str, client_id: Option<&str>) -> NewEvent {
         NewEvent {
-            client_id: client_id.map(str::to_string),
+            client_id: client_id.map(|id| ClientId::new(workspace, id)),
             event: Event {
                 id: uuid::Uuid::now_v7().to_string(),
                 workspace: workspace.into(),

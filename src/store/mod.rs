@@ -5,7 +5,9 @@
 //! blocking thread, never on the async workers. Keys are big-endian integers or UUIDv7 values
 //! as `u128`, so ranges scan in time order.
 
+mod id_probe;
 mod ids;
+pub use id_probe::ClientId;
 
 use crate::codec::{self, CodecError};
 use inbox::INBOX;
@@ -105,7 +107,7 @@ from_redb!(
 /// An event to append, with its client id for de-duplication.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub client_id: Option<String>,
+    pub client_id: Option<ClientId>,
     pub event: Event,
 }
 
