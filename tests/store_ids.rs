@@ -290,6 +290,9 @@ enum Op {
     Reopen,
 }
 
+/// A probed batch waiting to be appended: its (workspace, id) pairs and its events.
+type Held = (Vec<(u8, u8)>, Vec<NewEvent>);
+
 fn op() -> impl proptest::strategy::Strategy<Value = Op> {
     use proptest::prelude::*;
     prop_oneof![
@@ -321,7 +324,7 @@ proptest::proptest! {
                 .map(|(ws, id)| event_in(&format!("ws{ws}"), &format!("id{id}")))
                 .collect()
         };
-        let mut held: Option<(Vec<(u8, u8)>, Vec<NewEvent>)> = None;
+        let mut held: Option<Held> = None;
         let mut append = |s: &Store, ids: &[(u8, u8)], batch: Vec<NewEvent>, now: i64| {
             let mut expected = 0;
             for key in ids {
