@@ -12,6 +12,7 @@
 //! replay, then the marker, then live events, in sequence order with nothing skipped.
 
 use crate::alert::actor::AlertMsg;
+use crate::alert::summary::PointBatch;
 use crate::event::{Event, EventType, Point};
 use crate::store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -31,10 +32,11 @@ pub enum Batch {
 }
 
 /// A list shared by many alerts, with the packed [`Point`]s of its events when they are all
-/// traces (alerts with only trace thresholds read those instead of the events).
+/// traces (alerts with only trace thresholds read those, or the summaries built from them,
+/// instead of the events).
 pub struct SharedBatch {
     pub events: Routed,
-    pub points: Option<Vec<Point>>,
+    pub points: Option<PointBatch>,
 }
 
 impl Batch {
@@ -47,10 +49,10 @@ impl Batch {
     }
 
     /// The events as points, when the batch has them.
-    pub fn points(&self) -> Option<&[Point]> {
+    pub fn points(&self) -> Option<&PointBatch> {
         match self {
             Batch::Own(_) => None,
-            Batch::Shared(v) => v.points.as_deref(),
+            Batch::Shared(v) => v.points.as_ref(),
         }
     }
 }
@@ -89,7 +91,11 @@ type Target = usize;
 /// The alerts of one (workspace, event type).
 #[derive(Default)]
 struct Table {
+    /// Alerts taking every project that are sent their own list.
     all_projects: Vec<Target>,
+    /// Alerts taking every project of only this type: sent the shared list. Kept apart so
+    /// routing an event costs nothing per such alert.
+    shared: Vec<Target>,
     by_project: HashMap<String, Vec<Target>>,
 }
 
@@ -102,9 +108,6 @@ pub struct RouterState {
     members: HashMap<String, (String, Vec<EventType>, usize)>,
     /// The actor in each slot; `None` for a free slot.
     slots: Vec<Option<ActorRef<AlertMsg>>>,
-    /// Slots whose alert takes every project of exactly one event type: they are sent the
-    /// shared list of that (workspace, event type).
-    simple: Vec<bool>,
     free: Vec<usize>,
     scratch: Vec<Routed>,
 }
@@ -121,7 +124,6 @@ impl RouterState {
             return;
         };
         self.slots[slot] = None;
-        self.simple[slot] = false;
         self.free.push(slot);
         let Some(by_type) = self.index.get_mut(&ws) else {
             return;
@@ -129,6 +131,7 @@ impl RouterState {
         for t in types {
             if let Some(table) = by_type.get_mut(&t) {
                 table.all_projects.retain(|s| *s != slot);
+                table.shared.retain(|s| *s != slot);
                 for v in table.by_project.values_mut() {
                     v.retain(|s| *s != slot);
                 }
@@ -145,15 +148,17 @@ impl RouterState {
             }
             None => {
                 self.slots.push(Some(r.actor.clone()));
-                self.simple.push(false);
                 self.slots.len() - 1
             }
         };
-        self.simple[slot] = matches!(r.scopes.as_slice(), [(_, None)]);
+        // An alert taking every project of exactly one event type is sent the shared list of
+        // that (workspace, event type).
+        let simple = matches!(r.scopes.as_slice(), [(_, None)]);
         let by_type = self.index.entry(r.workspace.clone()).or_default();
         for (t, scope) in &r.scopes {
             let table = by_type.entry(*t).or_default();
             match scope {
+                None if simple => table.shared.push(slot),
                 None => table.all_projects.push(slot),
                 Some(projects) => {
                     for p in projects {
@@ -186,12 +191,7 @@ impl RouterState {
                     .flatten()
                     .filter_map(|p| table.by_project.get(p))
                     .flatten();
-                let mut shares = false;
                 for &slot in table.all_projects.iter().chain(scoped) {
-                    if self.simple[slot] {
-                        shares = true;
-                        continue;
-                    }
                     let batch = &mut batches[slot];
                     if batch.is_empty() {
                         touched.push(slot);
@@ -200,7 +200,7 @@ impl RouterState {
                         batch.push((*seq, e.clone()));
                     }
                 }
-                if shares {
+                if !table.shared.is_empty() {
                     shared
                         .entry((ws.as_str(), t))
                         .or_default()
@@ -216,17 +216,14 @@ impl RouterState {
             }
         }
         for ((ws, t), evs) in shared {
-            let points = evs.iter().map(|(s, e)| Point::of(*s, e)).collect();
+            let points: Option<Vec<Point>> = evs.iter().map(|(s, e)| Point::of(*s, e)).collect();
             let evs = Arc::new(SharedBatch {
                 events: evs,
-                points,
+                points: points.map(PointBatch::new),
             });
-            let table = &self.index[ws][&t];
-            for &slot in &table.all_projects {
-                if self.simple[slot] {
-                    if let Some(actor) = &self.slots[slot] {
-                        let _ = actor.cast(AlertMsg::Events(Batch::Shared(evs.clone())));
-                    }
+            for &slot in &self.index[ws][&t].shared {
+                if let Some(actor) = &self.slots[slot] {
+                    let _ = actor.cast(AlertMsg::Events(Batch::Shared(evs.clone())));
                 }
             }
         }
@@ -250,7 +247,6 @@ impl Actor for Router {
             index: HashMap::new(),
             members: HashMap::new(),
             slots: Vec::new(),
-            simple: Vec::new(),
             free: Vec::new(),
             scratch: Vec::new(),
         })

@@ -215,12 +215,20 @@ impl Actor for AlertActor {
                 let mut counted = false;
                 match events.points() {
                     Some(points) if state.reads_points => {
-                        for p in points {
-                            crate::testhooks::maybe_panic_on_apply(&state.id);
-                            let applied = state.alert.apply_point(p);
-                            counted |= applied.counted;
-                            if applied.late {
-                                metrics::events("trace", "late", 1);
+                        if crate::testhooks::panics_on_apply(&state.id) {
+                            for p in &points.points {
+                                crate::testhooks::maybe_panic_on_apply(&state.id);
+                                let applied = state.alert.apply_point(p);
+                                counted |= applied.counted;
+                                if applied.late {
+                                    metrics::events("trace", "late", 1);
+                                }
+                            }
+                        } else {
+                            let applied = state.alert.apply_points(points);
+                            counted = applied.counted;
+                            if applied.late > 0 {
+                                metrics::events("trace", "late", applied.late);
                             }
                         }
                     }
