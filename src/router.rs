@@ -23,8 +23,8 @@ use std::sync::Arc;
 pub type Routed = Vec<(u64, Arc<Event>)>;
 
 /// An alert's share of a batch: its own list, or — for the common alert that takes every
-/// project of one event type — the list shared by all such alerts, so a batch reaching
-/// thousands of them costs one list, not one per alert.
+/// project, or one project, of one event type — the list shared by all such alerts, so a batch
+/// reaching thousands of them costs one list, not one per alert.
 #[derive(Clone)]
 pub enum Batch {
     Own(Routed),
@@ -36,6 +36,8 @@ pub enum Batch {
 /// instead of the events).
 pub struct SharedBatch {
     pub events: Routed,
+    /// The project the list is of (as the alerts name it); `None`: every project.
+    pub project: Option<String>,
     pub points: Option<PointBatch>,
 }
 
@@ -48,11 +50,14 @@ impl Batch {
         }
     }
 
-    /// The events as points, when the batch has them.
-    pub fn points(&self) -> Option<&PointBatch> {
+    /// The events as points, when the batch has them, with the project the list is of
+    /// (`None`: every project). An alert reads them only if that is its own scope
+    /// ([`crate::alert::AlertState::points_scope`]): after a reload changed its scope, lists
+    /// of the old one can still be on their way.
+    pub fn points(&self) -> Option<(Option<&str>, &PointBatch)> {
         match self {
             Batch::Own(_) => None,
-            Batch::Shared(v) => v.points.as_ref(),
+            Batch::Shared(v) => v.points.as_ref().map(|p| (v.project.as_deref(), p)),
         }
     }
 }
@@ -97,6 +102,19 @@ struct Table {
     /// routing an event costs nothing per such alert.
     shared: Vec<Target>,
     by_project: HashMap<String, Vec<Target>>,
+    /// Alerts taking one project (name or id) of only this type: sent the shared list of
+    /// that project.
+    shared_in: HashMap<String, Vec<Target>>,
+}
+
+/// Which shared list an alert is sent: `None` for one of its alert's own, else the project
+/// it takes (`Some(None)`: every project).
+fn shared_scope(scopes: &[(EventType, Option<Vec<String>>)]) -> Option<Option<&str>> {
+    match scopes {
+        [(_, None)] => Some(None),
+        [(_, Some(projects))] if projects.len() == 1 => Some(Some(projects[0].as_str())),
+        _ => None,
+    }
 }
 
 pub struct RouterState {
@@ -136,6 +154,10 @@ impl RouterState {
                     v.retain(|s| *s != slot);
                 }
                 table.by_project.retain(|_, v| !v.is_empty());
+                for v in table.shared_in.values_mut() {
+                    v.retain(|s| *s != slot);
+                }
+                table.shared_in.retain(|_, v| !v.is_empty());
             }
         }
     }
@@ -151,14 +173,22 @@ impl RouterState {
                 self.slots.len() - 1
             }
         };
-        // An alert taking every project of exactly one event type is sent the shared list of
-        // that (workspace, event type).
-        let simple = matches!(r.scopes.as_slice(), [(_, None)]);
+        // An alert of exactly one event type, taking every project or one, is sent the shared
+        // list of that (workspace, event type, project).
         let by_type = self.index.entry(r.workspace.clone()).or_default();
+        if let (Some(scope), [(t, _)]) = (shared_scope(&r.scopes), r.scopes.as_slice()) {
+            let table = by_type.entry(*t).or_default();
+            match scope {
+                None => table.shared.push(slot),
+                Some(p) => table.shared_in.entry(p.to_owned()).or_default().push(slot),
+            }
+            let types = vec![*t];
+            self.members.insert(r.alert_id, (r.workspace, types, slot));
+            return;
+        }
         for (t, scope) in &r.scopes {
             let table = by_type.entry(*t).or_default();
             match scope {
-                None if simple => table.shared.push(slot),
                 None => table.all_projects.push(slot),
                 Some(projects) => {
                     for p in projects {
@@ -176,8 +206,9 @@ impl RouterState {
         let mut batches = std::mem::take(&mut self.scratch);
         batches.resize_with(self.slots.len(), Vec::new);
         let mut touched: Vec<usize> = Vec::new();
-        // Per (workspace, event type) with simple all-project alerts: the shared list.
-        let mut shared: HashMap<(&str, EventType), Routed> = HashMap::new();
+        // Per (workspace, event type, project or every project) with alerts sent a shared list:
+        // that list.
+        let mut shared: HashMap<(&str, EventType, Option<&str>), Routed> = HashMap::new();
         for (seq, e) in &events {
             let Some((ws, by_type)) = self.index.get_key_value(&e.workspace) else {
                 continue;
@@ -202,9 +233,22 @@ impl RouterState {
                 }
                 if !table.shared.is_empty() {
                     shared
-                        .entry((ws.as_str(), t))
+                        .entry((ws.as_str(), t, None))
                         .or_default()
                         .push((*seq, e.clone()));
+                }
+                if !table.shared_in.is_empty() {
+                    let (name, id) = (e.project.as_deref(), e.project_id.as_deref());
+                    // An event whose id equals its name is in that project's list once.
+                    let id = id.filter(|id| Some(*id) != name);
+                    for p in [name, id].into_iter().flatten() {
+                        if let Some((p, _)) = table.shared_in.get_key_value(p) {
+                            shared
+                                .entry((ws.as_str(), t, Some(p.as_str())))
+                                .or_default()
+                                .push((*seq, e.clone()));
+                        }
+                    }
                 }
             }
         }
@@ -215,13 +259,19 @@ impl RouterState {
                 let _ = actor.cast(AlertMsg::Events(Batch::Own(evs)));
             }
         }
-        for ((ws, t), evs) in shared {
+        for ((ws, t, project), evs) in shared {
             let points: Option<Vec<Point>> = evs.iter().map(|(s, e)| Point::of(*s, e)).collect();
             let evs = Arc::new(SharedBatch {
                 events: evs,
+                project: project.map(str::to_owned),
                 points: points.map(PointBatch::new),
             });
-            for &slot in &self.index[ws][&t].shared {
+            let table = &self.index[ws][&t];
+            let slots = match project {
+                None => &table.shared,
+                Some(p) => &table.shared_in[p],
+            };
+            for &slot in slots {
                 if let Some(actor) = &self.slots[slot] {
                     let _ = actor.cast(AlertMsg::Events(Batch::Shared(evs.clone())));
                 }

@@ -471,17 +471,35 @@ impl AlertState {
         v
     }
 
-    /// Whether [`AlertState::apply_point`] may stand for [`AlertState::apply`]: every trigger is
-    /// a threshold on a trace type (errors, cost, latency) over every project.
+    /// Whether [`AlertState::apply_point`] may stand for [`AlertState::apply`] on a shared
+    /// batch of the right scope (see [`AlertState::points_scope`]).
     pub fn reads_points(&self) -> bool {
-        self.spec.triggers.iter().all(|t| {
-            t.threshold.is_some()
-                && t.projects.is_empty()
-                && matches!(
-                    t.event,
-                    EventType::TraceErrors | EventType::TraceCost | EventType::TraceLatency
-                )
-        })
+        self.points_scope().is_some()
+    }
+
+    /// The shared batches this alert may read as points, without checking any event's scope:
+    /// every trigger is a threshold on a trace type (errors, cost, latency), and all of them
+    /// take every project (`Some(None)`) or all the same one (`Some(Some(project))`), so the
+    /// router's list of that scope holds exactly their events. `None` otherwise.
+    pub fn points_scope(&self) -> Option<Option<&str>> {
+        let first = self.spec.triggers.first()?;
+        let scope = first.projects.first().map(String::as_str);
+        let same_scope = |t: &TriggerSpec| match scope {
+            None => t.projects.is_empty(),
+            Some(p) => !t.projects.is_empty() && t.projects.iter().all(|q| q == p),
+        };
+        self.spec
+            .triggers
+            .iter()
+            .all(|t| {
+                t.threshold.is_some()
+                    && same_scope(t)
+                    && matches!(
+                        t.event,
+                        EventType::TraceErrors | EventType::TraceCost | EventType::TraceLatency
+                    )
+            })
+            .then_some(scope)
     }
 
     /// [`AlertState::apply`] for a trace event of this alert's workspace given as a [`Point`];

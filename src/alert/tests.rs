@@ -504,10 +504,16 @@ fn points_apply_exactly_like_events() {
 }
 
 #[test]
-fn only_trace_thresholds_over_every_project_read_points() {
+fn only_trace_thresholds_over_one_scope_read_points() {
+    assert_eq!(AlertState::new(spec(ERRORS), 0).points_scope(), Some(Some("p1")));
+    let every = "[[alert.trigger]]\nevent = \"trace:cost\"\nthreshold = 3\nwindow = \"1m\"\n";
+    assert_eq!(AlertState::new(spec(every), 0).points_scope(), Some(None));
+    let two = "[[alert.trigger]]\nevent = \"trace:errors\"\nprojects = [\"p1\", \"p2\"]\nthreshold = 2\nwindow = \"5m\"\n";
+    assert!(!AlertState::new(spec(two), 0).reads_points(), "two projects");
+    let mixed = format!("{ERRORS}{every}");
     assert!(
-        !AlertState::new(spec(ERRORS), 0).reads_points(),
-        "a project filter"
+        !AlertState::new(spec(&mixed), 0).reads_points(),
+        "one project and every project"
     );
     let per_event = "[[alert.trigger]]\nevent = \"trace:guardrails_triggered\"\n";
     assert!(!AlertState::new(spec(per_event), 0).reads_points());
@@ -546,14 +552,16 @@ fn gen_batch() -> impl Strategy<Value = GenBatch> {
 }
 
 /// Alerts whose triggers all read points: several windows at once (their late points must not
-/// be counted twice), the bench's single 5-minute cost window, and a 1-second window (17 ms
-/// slots: many slots, rounding, slots reused inside one batch).
-const POINT_ALERTS: [&str; 3] = [
+/// be counted twice), the bench's single 5-minute cost window, a 1-second window (17 ms slots:
+/// many slots, rounding, slots reused inside one batch), and one project (every generated event
+/// is in it, as in the router's list of that project).
+const POINT_ALERTS: [&str; 4] = [
     "[[alert.trigger]]\nevent = \"trace:cost\"\nthreshold = 3\nwindow = \"1m\"\n\
      [[alert.trigger]]\nevent = \"trace:latency\"\nthreshold = 1.5\nwindow = \"5m\"\n\
      [[alert.trigger]]\nevent = \"trace:errors\"\nthreshold = 4\nwindow = \"30s\"\n",
     "[[alert.trigger]]\nevent = \"trace:cost\"\nthreshold = 20\nwindow = \"5m\"\n",
     "[[alert.trigger]]\nevent = \"trace:latency\"\nthreshold = 0.5\nwindow = \"1s\"\n",
+    "[[alert.trigger]]\nevent = \"trace:errors\"\nprojects = [\"p1\"]\nthreshold = 2\nwindow = \"2m\"\n",
 ];
 
 /// Values whose sums round differently in a different order.
