@@ -20,12 +20,12 @@ fn cost(project: &str, project_id: Option<&str>, cost: f64) -> serde_json::Value
 fn alert(id: &str, rx: &Receiver, projects: &str, threshold: f64) -> String {
     format!(
         "[[alert]]\nid = \"{id}\"\nurl = \"{}\"\n[[alert.trigger]]\nevent = \"trace:cost\"\n{projects}threshold = {threshold}\nwindow = \"1h\"\n",
-        rx.url(&format!("/{id}"))
+        rx.url(&format!("/{id}/"))
     )
 }
 
 fn value(rx: &Receiver, id: &str) -> Vec<String> {
-    rx.requests_to(&format!("/{id}"))
+    rx.requests_to(&format!("/{id}/"))
         .iter()
         .map(|r| {
             r.json()["payload"]["metadata"][0]["metric_value"]
@@ -64,14 +64,20 @@ async fn shared_lists_count_exactly_their_scope() {
     ])
     .await;
     for id in ["every", "every-twin"] {
-        assert_eq!(rx.wait_for(&format!("/{id}"), 1, Duration::from_secs(10)).await.len(), 1);
+        assert_eq!(
+            rx.wait_for(&format!("/{id}/"), 1, Duration::from_secs(10))
+                .await
+                .len(),
+            1
+        );
         assert_eq!(value(&rx, id), ["5"], "{id}: every project");
     }
     for id in ["p1", "p1-twin"] {
-        rx.wait_for(&format!("/{id}"), 1, Duration::from_secs(10)).await;
+        rx.wait_for(&format!("/{id}/"), 1, Duration::from_secs(10))
+            .await;
         assert_eq!(value(&rx, id), ["2"], "{id}: p1 by name");
     }
-    rx.wait_for("/own", 1, Duration::from_secs(10)).await;
+    rx.wait_for("/own/", 1, Duration::from_secs(10)).await;
     assert_eq!(value(&rx, "own"), ["3"], "p1 and p2");
     // One event of p2 and one of id-1: not above 1.5 yet.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -80,8 +86,8 @@ async fn shared_lists_count_exactly_their_scope() {
     // A second of each crosses, and nothing else is sent again within the episode.
     d.send(&[cost("p2", None, 1.0), cost("p9", Some("id-1"), 1.0)])
         .await;
-    rx.wait_for("/p2", 1, Duration::from_secs(10)).await;
-    rx.wait_for("/by-id", 1, Duration::from_secs(10)).await;
+    rx.wait_for("/p2/", 1, Duration::from_secs(10)).await;
+    rx.wait_for("/by-id/", 1, Duration::from_secs(10)).await;
     assert_eq!(value(&rx, "p2"), ["2"]);
     assert_eq!(value(&rx, "by-id"), ["2"]);
     tokio::time::sleep(Duration::from_millis(500)).await;

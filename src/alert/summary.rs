@@ -198,7 +198,11 @@ impl PointBatch {
     pub fn new(points: Vec<Point>) -> PointBatch {
         PointBatch {
             increasing: points.windows(2).all(|w| w[0].seq < w[1].seq),
-            min_received_ms: points.iter().map(|p| p.received_ms).min().unwrap_or(i64::MAX),
+            min_received_ms: points
+                .iter()
+                .map(|p| p.received_ms)
+                .min()
+                .unwrap_or(i64::MAX),
             points,
             summaries: Mutex::new(Vec::new()),
         }
@@ -209,7 +213,10 @@ impl PointBatch {
         // Built under the lock: alerts asking for the same summary wait instead of building it
         // twice. Building never panics, so a poisoned list is still consistent.
         let mut all = self.summaries.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = all.iter().find(|s| s.width_ms == width_ms && s.kind == kind) {
+        if let Some(s) = all
+            .iter()
+            .find(|s| s.width_ms == width_ms && s.kind == kind)
+        {
             return s.clone();
         }
         let s = Arc::new(Summary::build(&self.points, width_ms, kind));

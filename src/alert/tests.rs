@@ -505,11 +505,17 @@ fn points_apply_exactly_like_events() {
 
 #[test]
 fn only_trace_thresholds_over_one_scope_read_points() {
-    assert_eq!(AlertState::new(spec(ERRORS), 0).points_scope(), Some(Some("p1")));
+    assert_eq!(
+        AlertState::new(spec(ERRORS), 0).points_scope(),
+        Some(Some("p1"))
+    );
     let every = "[[alert.trigger]]\nevent = \"trace:cost\"\nthreshold = 3\nwindow = \"1m\"\n";
     assert_eq!(AlertState::new(spec(every), 0).points_scope(), Some(None));
     let two = "[[alert.trigger]]\nevent = \"trace:errors\"\nprojects = [\"p1\", \"p2\"]\nthreshold = 2\nwindow = \"5m\"\n";
-    assert!(!AlertState::new(spec(two), 0).reads_points(), "two projects");
+    assert!(
+        !AlertState::new(spec(two), 0).reads_points(),
+        "two projects"
+    );
     let mixed = format!("{ERRORS}{every}");
     assert!(
         !AlertState::new(spec(&mixed), 0).reads_points(),
@@ -685,7 +691,11 @@ fn live_batches_are_applied_through_summaries() {
         .map(|b| {
             let points = (0..30u16)
                 .map(|i| {
-                    let behind = if i % 13 == 0 { 350_000 } else { i64::from(i) * 37 };
+                    let behind = if i % 13 == 0 {
+                        350_000
+                    } else {
+                        i64::from(i) * 37
+                    };
                     (120, behind, Some(b * 31 + i), Some(i * 7), i % 5 == 0)
                 })
                 .collect();
@@ -696,7 +706,10 @@ fn live_batches_are_applied_through_summaries() {
         // Three pairs, the first restored midway: all but the restore's batch and the first
         // batch of each (an empty window takes a summary too) go through summaries.
         let summarized = summaries_against_events(alert, &batches);
-        assert!(summarized >= 20 + 14 + 10 - 1, "{summarized} batches summarized");
+        assert!(
+            summarized >= 20 + 14 + 10 - 1,
+            "{summarized} batches summarized"
+        );
     }
 }
 

@@ -137,7 +137,11 @@ impl Ring {
     /// Adds a batch's points through their [`Summary`], exactly as [`Ring::add`] one by one
     /// would, when [`Ring::takes_summary`]. Returns whether any point was counted and how many
     /// were late; with `late_at`, the batch positions of the late points are pushed there.
-    pub fn apply_summary(&mut self, s: &Summary, mut late_at: Option<&mut Vec<u32>>) -> (bool, u64) {
+    pub fn apply_summary(
+        &mut self,
+        s: &Summary,
+        mut late_at: Option<&mut Vec<u32>>,
+    ) -> (bool, u64) {
         let h0 = self.head;
         let mut late = s.late.len() as u64;
         if let Some(at) = late_at.as_deref_mut() {
