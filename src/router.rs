@@ -107,8 +107,8 @@ struct Table {
     shared_in: HashMap<String, Vec<Target>>,
 }
 
-/// Which shared list an alert is sent: `None` for one of its alert's own, else the project
-/// it takes (`Some(None)`: every project).
+/// Which shared list an alert with these scopes is sent: `None` when it is sent lists of its
+/// own, else the project it takes (`Some(None)`: every project).
 fn shared_scope(scopes: &[(EventType, Option<Vec<String>>)]) -> Option<Option<&str>> {
     match scopes {
         [(_, None)] => Some(None),
