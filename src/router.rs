@@ -12,6 +12,7 @@
 //! replay, then the marker, then live events, in sequence order with nothing skipped.
 
 use crate::alert::actor::AlertMsg;
+use crate::alert::summary::PointBatch;
 use crate::event::{Event, EventType, Point};
 use crate::store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -22,8 +23,8 @@ use std::sync::Arc;
 pub type Routed = Vec<(u64, Arc<Event>)>;
 
 /// An alert's share of a batch: its own list, or — for the common alert that takes every
-/// project of one event type — the list shared by all such alerts, so a batch reaching
-/// thousands of them costs one list, not one per alert.
+/// project, or one project, of one event type — the list shared by all such alerts, so a batch
+/// reaching thousands of them costs one list, not one per alert.
 #[derive(Clone)]
 pub enum Batch {
     Own(Routed),
@@ -31,10 +32,13 @@ pub enum Batch {
 }
 
 /// A list shared by many alerts, with the packed [`Point`]s of its events when they are all
-/// traces (alerts with only trace thresholds read those instead of the events).
+/// traces (alerts with only trace thresholds read those, or the summaries built from them,
+/// instead of the events).
 pub struct SharedBatch {
     pub events: Routed,
-    pub points: Option<Vec<Point>>,
+    /// The project the list is of (as the alerts name it); `None`: every project.
+    pub project: Option<String>,
+    pub points: Option<PointBatch>,
 }
 
 impl Batch {
@@ -46,11 +50,14 @@ impl Batch {
         }
     }
 
-    /// The events as points, when the batch has them.
-    pub fn points(&self) -> Option<&[Point]> {
+    /// The events as points, when the batch has them, with the project the list is of
+    /// (`None`: every project). An alert reads them only if that is its own scope
+    /// ([`crate::alert::AlertState::points_scope`]): after a reload changed its scope, lists
+    /// of the old one can still be on their way.
+    pub fn points(&self) -> Option<(Option<&str>, &PointBatch)> {
         match self {
             Batch::Own(_) => None,
-            Batch::Shared(v) => v.points.as_deref(),
+            Batch::Shared(v) => v.points.as_ref().map(|p| (v.project.as_deref(), p)),
         }
     }
 }
@@ -89,8 +96,25 @@ type Target = usize;
 /// The alerts of one (workspace, event type).
 #[derive(Default)]
 struct Table {
+    /// Alerts taking every project that are sent their own list.
     all_projects: Vec<Target>,
+    /// Alerts taking every project of only this type: sent the shared list. Kept apart so
+    /// routing an event costs nothing per such alert.
+    shared: Vec<Target>,
     by_project: HashMap<String, Vec<Target>>,
+    /// Alerts taking one project (name or id) of only this type: sent the shared list of
+    /// that project.
+    shared_in: HashMap<String, Vec<Target>>,
+}
+
+/// Which shared list an alert with these scopes is sent: `None` when it is sent lists of its
+/// own, else the project it takes (`Some(None)`: every project).
+fn shared_scope(scopes: &[(EventType, Option<Vec<String>>)]) -> Option<Option<&str>> {
+    match scopes {
+        [(_, None)] => Some(None),
+        [(_, Some(projects))] if projects.len() == 1 => Some(Some(projects[0].as_str())),
+        _ => None,
+    }
 }
 
 pub struct RouterState {
@@ -102,9 +126,6 @@ pub struct RouterState {
     members: HashMap<String, (String, Vec<EventType>, usize)>,
     /// The actor in each slot; `None` for a free slot.
     slots: Vec<Option<ActorRef<AlertMsg>>>,
-    /// Slots whose alert takes every project of exactly one event type: they are sent the
-    /// shared list of that (workspace, event type).
-    simple: Vec<bool>,
     free: Vec<usize>,
     scratch: Vec<Routed>,
 }
@@ -121,7 +142,6 @@ impl RouterState {
             return;
         };
         self.slots[slot] = None;
-        self.simple[slot] = false;
         self.free.push(slot);
         let Some(by_type) = self.index.get_mut(&ws) else {
             return;
@@ -129,10 +149,15 @@ impl RouterState {
         for t in types {
             if let Some(table) = by_type.get_mut(&t) {
                 table.all_projects.retain(|s| *s != slot);
+                table.shared.retain(|s| *s != slot);
                 for v in table.by_project.values_mut() {
                     v.retain(|s| *s != slot);
                 }
                 table.by_project.retain(|_, v| !v.is_empty());
+                for v in table.shared_in.values_mut() {
+                    v.retain(|s| *s != slot);
+                }
+                table.shared_in.retain(|_, v| !v.is_empty());
             }
         }
     }
@@ -145,12 +170,22 @@ impl RouterState {
             }
             None => {
                 self.slots.push(Some(r.actor.clone()));
-                self.simple.push(false);
                 self.slots.len() - 1
             }
         };
-        self.simple[slot] = matches!(r.scopes.as_slice(), [(_, None)]);
+        // An alert of exactly one event type, taking every project or one, is sent the shared
+        // list of that (workspace, event type, project).
         let by_type = self.index.entry(r.workspace.clone()).or_default();
+        if let (Some(scope), [(t, _)]) = (shared_scope(&r.scopes), r.scopes.as_slice()) {
+            let table = by_type.entry(*t).or_default();
+            match scope {
+                None => table.shared.push(slot),
+                Some(p) => table.shared_in.entry(p.to_owned()).or_default().push(slot),
+            }
+            let types = vec![*t];
+            self.members.insert(r.alert_id, (r.workspace, types, slot));
+            return;
+        }
         for (t, scope) in &r.scopes {
             let table = by_type.entry(*t).or_default();
             match scope {
@@ -171,8 +206,9 @@ impl RouterState {
         let mut batches = std::mem::take(&mut self.scratch);
         batches.resize_with(self.slots.len(), Vec::new);
         let mut touched: Vec<usize> = Vec::new();
-        // Per (workspace, event type) with simple all-project alerts: the shared list.
-        let mut shared: HashMap<(&str, EventType), Routed> = HashMap::new();
+        // Per (workspace, event type, project or every project) with alerts sent a shared list:
+        // that list.
+        let mut shared: HashMap<(&str, EventType, Option<&str>), Routed> = HashMap::new();
         for (seq, e) in &events {
             let Some((ws, by_type)) = self.index.get_key_value(&e.workspace) else {
                 continue;
@@ -186,12 +222,7 @@ impl RouterState {
                     .flatten()
                     .filter_map(|p| table.by_project.get(p))
                     .flatten();
-                let mut shares = false;
                 for &slot in table.all_projects.iter().chain(scoped) {
-                    if self.simple[slot] {
-                        shares = true;
-                        continue;
-                    }
                     let batch = &mut batches[slot];
                     if batch.is_empty() {
                         touched.push(slot);
@@ -200,11 +231,24 @@ impl RouterState {
                         batch.push((*seq, e.clone()));
                     }
                 }
-                if shares {
+                if !table.shared.is_empty() {
                     shared
-                        .entry((ws.as_str(), t))
+                        .entry((ws.as_str(), t, None))
                         .or_default()
                         .push((*seq, e.clone()));
+                }
+                if !table.shared_in.is_empty() {
+                    let (name, id) = (e.project.as_deref(), e.project_id.as_deref());
+                    // An event whose id equals its name is in that project's list once.
+                    let id = id.filter(|id| Some(*id) != name);
+                    for p in [name, id].into_iter().flatten() {
+                        if let Some((p, _)) = table.shared_in.get_key_value(p) {
+                            shared
+                                .entry((ws.as_str(), t, Some(p.as_str())))
+                                .or_default()
+                                .push((*seq, e.clone()));
+                        }
+                    }
                 }
             }
         }
@@ -215,18 +259,21 @@ impl RouterState {
                 let _ = actor.cast(AlertMsg::Events(Batch::Own(evs)));
             }
         }
-        for ((ws, t), evs) in shared {
-            let points = evs.iter().map(|(s, e)| Point::of(*s, e)).collect();
+        for ((ws, t, project), evs) in shared {
+            let points: Option<Vec<Point>> = evs.iter().map(|(s, e)| Point::of(*s, e)).collect();
             let evs = Arc::new(SharedBatch {
                 events: evs,
-                points,
+                project: project.map(str::to_owned),
+                points: points.map(PointBatch::new),
             });
             let table = &self.index[ws][&t];
-            for &slot in &table.all_projects {
-                if self.simple[slot] {
-                    if let Some(actor) = &self.slots[slot] {
-                        let _ = actor.cast(AlertMsg::Events(Batch::Shared(evs.clone())));
-                    }
+            let slots = match project {
+                None => &table.shared,
+                Some(p) => &table.shared_in[p],
+            };
+            for &slot in slots {
+                if let Some(actor) = &self.slots[slot] {
+                    let _ = actor.cast(AlertMsg::Events(Batch::Shared(evs.clone())));
                 }
             }
         }
@@ -250,7 +297,6 @@ impl Actor for Router {
             index: HashMap::new(),
             members: HashMap::new(),
             slots: Vec::new(),
-            simple: Vec::new(),
             free: Vec::new(),
             scratch: Vec::new(),
         })

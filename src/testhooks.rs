@@ -47,6 +47,12 @@ static APPLY: LazyLock<Option<(String, u64)>> = LazyLock::new(|| {
 });
 static APPLIED: AtomicU64 = AtomicU64::new(0);
 
+/// Whether `TESTHOOK_ALERTD_PANIC_APPLY` names this alert (it then applies events one by one,
+/// so the hook can count them).
+pub fn panics_on_apply(alert_id: &str) -> bool {
+    APPLY.as_ref().is_some_and(|(id, _)| id == alert_id)
+}
+
 /// Panics on every n-th event applied by the alert named in `TESTHOOK_ALERTD_PANIC_APPLY`.
 pub fn maybe_panic_on_apply(alert_id: &str) {
     if let Some((id, n)) = APPLY.as_ref() {

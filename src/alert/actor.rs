@@ -113,14 +113,19 @@ pub struct AlertActorState {
     early_asked: bool,
     /// Whether the alert has threshold triggers at all (only those fire early).
     has_thresholds: bool,
-    /// The alert reads shared batches as packed points ([`AlertState::reads_points`]).
-    reads_points: bool,
+    /// The shared batches the alert reads as packed points ([`AlertState::points_scope`]).
+    points_scope: Option<Option<String>>,
     /// Events listed in buckets since the last tick, stored with the next checkpoint.
     listed: Vec<(u64, Arc<Event>)>,
 }
 
 /// The alert actor.
 pub struct AlertActor;
+
+/// [`AlertState::points_scope`], kept by the actor.
+fn owned_scope(alert: &AlertState) -> Option<Option<String>> {
+    alert.points_scope().map(|p| p.map(str::to_owned))
+}
 
 /// Builds an alert's state from its seed; an unreadable checkpoint is reported and replaced.
 pub fn state_from_seed(seed: AlertSeed) -> AlertState {
@@ -190,10 +195,10 @@ impl Actor for AlertActor {
             .triggers
             .iter()
             .any(|t| t.threshold.is_some());
-        let reads_points = args.state.reads_points();
+        let points_scope = owned_scope(&args.state);
         Ok(AlertActorState {
             alert: args.state,
-            reads_points,
+            points_scope,
             id,
             generation: args.generation,
             ready: false,
@@ -214,13 +219,23 @@ impl Actor for AlertActor {
             AlertMsg::Events(events) => {
                 let mut counted = false;
                 match events.points() {
-                    Some(points) if state.reads_points => {
-                        for p in points {
-                            crate::testhooks::maybe_panic_on_apply(&state.id);
-                            let applied = state.alert.apply_point(p);
-                            counted |= applied.counted;
-                            if applied.late {
-                                metrics::events("trace", "late", 1);
+                    Some((scope, points))
+                        if state.points_scope.as_ref().map(Option::as_deref) == Some(scope) =>
+                    {
+                        if crate::testhooks::panics_on_apply(&state.id) {
+                            for p in &points.points {
+                                crate::testhooks::maybe_panic_on_apply(&state.id);
+                                let applied = state.alert.apply_point(p);
+                                counted |= applied.counted;
+                                if applied.late {
+                                    metrics::events("trace", "late", 1);
+                                }
+                            }
+                        } else {
+                            let applied = state.alert.apply_points(points);
+                            counted = applied.counted;
+                            if applied.late > 0 {
+                                metrics::events("trace", "late", applied.late);
                             }
                         }
                     }
@@ -273,7 +288,7 @@ impl Actor for AlertActor {
             AlertMsg::Reconfigure(spec) => {
                 state.has_thresholds = spec.triggers.iter().any(|t| t.threshold.is_some());
                 state.alert.reconfigure(spec);
-                state.reads_points = state.alert.reads_points();
+                state.points_scope = owned_scope(&state.alert);
             }
             AlertMsg::View(reply) => {
                 let _ = reply.send(AlertView {

@@ -13,6 +13,7 @@
 //! a tick writes a few bytes per alert instead of its whole bucket.
 
 pub mod actor;
+pub mod summary;
 pub mod supervisor;
 pub mod threshold;
 pub mod window;
@@ -25,6 +26,7 @@ use crate::silence::SilenceSet;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use summary::{PointBatch, ValueKind};
 use threshold::{SilenceMarks, ThresholdState};
 
 /// One event kept in a debounce bucket.
@@ -254,6 +256,15 @@ pub struct Applied {
     pub listed: bool,
 }
 
+/// What applying a shared batch of points did, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchApplied {
+    /// Some point was counted in a window.
+    pub counted: bool,
+    /// How many points were too old for some window.
+    pub late: u64,
+}
+
 /// A notification an active silence kept from being sent (DESIGN §12).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Suppressed {
@@ -460,18 +471,35 @@ impl AlertState {
         v
     }
 
-    /// Applies the event with inbox sequence `seq`; already applied sequences are ignored.
-    /// Whether [`AlertState::apply_point`] may stand for [`AlertState::apply`]: every trigger is
-    /// a threshold on a trace type (errors, cost, latency) over every project.
+    /// Whether [`AlertState::apply_point`] may stand for [`AlertState::apply`] on a shared
+    /// batch of the right scope (see [`AlertState::points_scope`]).
     pub fn reads_points(&self) -> bool {
-        self.spec.triggers.iter().all(|t| {
-            t.threshold.is_some()
-                && t.projects.is_empty()
-                && matches!(
-                    t.event,
-                    EventType::TraceErrors | EventType::TraceCost | EventType::TraceLatency
-                )
-        })
+        self.points_scope().is_some()
+    }
+
+    /// The shared batches this alert may read as points, without checking any event's scope:
+    /// every trigger is a threshold on a trace type (errors, cost, latency), and all of them
+    /// take every project (`Some(None)`) or all the same one (`Some(Some(project))`), so the
+    /// router's list of that scope holds exactly their events. `None` otherwise.
+    pub fn points_scope(&self) -> Option<Option<&str>> {
+        let first = self.spec.triggers.first()?;
+        let scope = first.projects.first().map(String::as_str);
+        let same_scope = |t: &TriggerSpec| match scope {
+            None => t.projects.is_empty(),
+            Some(p) => !t.projects.is_empty() && t.projects.iter().all(|q| q == p),
+        };
+        self.spec
+            .triggers
+            .iter()
+            .all(|t| {
+                t.threshold.is_some()
+                    && same_scope(t)
+                    && matches!(
+                        t.event,
+                        EventType::TraceErrors | EventType::TraceCost | EventType::TraceLatency
+                    )
+            })
+            .then_some(scope)
     }
 
     /// [`AlertState::apply`] for a trace event of this alert's workspace given as a [`Point`];
@@ -508,6 +536,60 @@ impl AlertState {
         applied
     }
 
+    /// Applies a shared batch of points, as [`AlertState::apply_point`] on each of them would
+    /// (only for alerts that [`AlertState::reads_points`]): through the batch's summaries when
+    /// this alert's state allows (see [`summary`]), point by point otherwise.
+    pub fn apply_points(&mut self, batch: &PointBatch) -> BatchApplied {
+        if let Some(done) = self.apply_summaries(batch) {
+            return done;
+        }
+        let mut done = BatchApplied::default();
+        for p in &batch.points {
+            let applied = self.apply_point(p);
+            done.counted |= applied.counted;
+            done.late += u64::from(applied.late);
+        }
+        done
+    }
+
+    /// [`AlertState::apply_points`] through summaries; `None` (and nothing changed) when a
+    /// point could be a replay or could re-anchor a window.
+    fn apply_summaries(&mut self, batch: &PointBatch) -> Option<BatchApplied> {
+        let last = batch.points.last()?;
+        if !batch.increasing || batch.points[0].seq <= self.applied_seq {
+            return None;
+        }
+        let mut summaries = Vec::with_capacity(self.thresholds.len());
+        for (t, state) in self.spec.triggers.iter().zip(self.thresholds.iter()) {
+            let state = state.as_ref()?;
+            let kind = ValueKind::of(t.event)?;
+            let s = batch.summary(state.slot_width_ms(), kind);
+            if !state.takes_summary(&s) {
+                return None;
+            }
+            summaries.push(s);
+        }
+        self.applied_seq = last.seq;
+        let mut done = BatchApplied::default();
+        // A point late to several windows is one late point, as point by point.
+        let mut late_at = (summaries.len() > 1).then(Vec::new);
+        for (state, s) in self.thresholds.iter_mut().flatten().zip(&summaries) {
+            let (counted, late) = state.apply_summary(s, batch.min_received_ms, late_at.as_mut());
+            done.counted |= counted;
+            done.late += late;
+        }
+        if let Some(mut at) = late_at {
+            at.sort_unstable();
+            at.dedup();
+            done.late = at.len() as u64;
+        }
+        if done.counted {
+            self.dirty = true;
+        }
+        Some(done)
+    }
+
+    /// Applies the event with inbox sequence `seq`; already applied sequences are ignored.
     pub fn apply(&mut self, seq: u64, event: &Event) -> Applied {
         let mut applied = Applied::default();
         if seq <= self.applied_seq && seq != 0 {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::Config;
+use proptest::prelude::*;
 use std::path::Path;
 
 fn spec(toml_alert: &str) -> Arc<AlertSpec> {
@@ -503,15 +504,213 @@ fn points_apply_exactly_like_events() {
 }
 
 #[test]
-fn only_trace_thresholds_over_every_project_read_points() {
+fn only_trace_thresholds_over_one_scope_read_points() {
+    assert_eq!(
+        AlertState::new(spec(ERRORS), 0).points_scope(),
+        Some(Some("p1"))
+    );
+    let every = "[[alert.trigger]]\nevent = \"trace:cost\"\nthreshold = 3\nwindow = \"1m\"\n";
+    assert_eq!(AlertState::new(spec(every), 0).points_scope(), Some(None));
+    let two = "[[alert.trigger]]\nevent = \"trace:errors\"\nprojects = [\"p1\", \"p2\"]\nthreshold = 2\nwindow = \"5m\"\n";
     assert!(
-        !AlertState::new(spec(ERRORS), 0).reads_points(),
-        "a project filter"
+        !AlertState::new(spec(two), 0).reads_points(),
+        "two projects"
+    );
+    let mixed = format!("{ERRORS}{every}");
+    assert!(
+        !AlertState::new(spec(&mixed), 0).reads_points(),
+        "one project and every project"
     );
     let per_event = "[[alert.trigger]]\nevent = \"trace:guardrails_triggered\"\n";
     assert!(!AlertState::new(spec(per_event), 0).reads_points());
     let score = "[[alert.trigger]]\nevent = \"trace:feedback_score\"\nscore = \"q\"\nthreshold = 0.5\noperator = \"<\"\nwindow = \"1m\"\n";
     assert!(!AlertState::new(spec(score), 0).reads_points());
+}
+
+// Shared batches applied through summaries (alert::summary) must end exactly where applying the
+// events one by one ends.
+
+/// One generated point: `(received step ms, how far the timestamp is behind received (negative:
+/// ahead), cost, duration, error)`; a received step below zero is a clock stepped back (by less
+/// than a slot, it moves no window but still pulls back a firing episode's last notification).
+type GenPoint = (i64, i64, Option<u16>, Option<u16>, bool);
+
+/// One generated batch: how far its sequences start behind the highest one so far (0: new
+/// ones; more: a replay that overlaps applied ones), whether a sequence repeats inside it, and
+/// its points.
+type GenBatch = (u64, bool, Vec<GenPoint>);
+
+fn gen_point() -> impl Strategy<Value = GenPoint> {
+    (
+        prop_oneof![
+            16 => 0i64..400,
+            2 => 400i64..20_000,
+            1 => -3_000i64..-1,
+            1 => -150_000i64..-1,
+        ],
+        prop_oneof![6 => 0i64..2_000, 2 => 2_000i64..400_000, 1 => -10_000i64..0],
+        proptest::option::weighted(0.8, 0u16..1_000),
+        proptest::option::weighted(0.8, 0u16..1_000),
+        proptest::bool::weighted(0.2),
+    )
+}
+
+fn gen_batch() -> impl Strategy<Value = GenBatch> {
+    (
+        prop_oneof![6 => Just(0u64), 1 => 1u64..30],
+        proptest::bool::weighted(0.05),
+        proptest::collection::vec(gen_point(), 1..40),
+    )
+}
+
+/// Alerts whose triggers all read points: several windows at once (their late points must not
+/// be counted twice), the bench's single 5-minute cost window, a 1-second window (17 ms slots:
+/// many slots, rounding, slots reused inside one batch), and one project (every generated event
+/// is in it, as in the router's list of that project).
+const POINT_ALERTS: [&str; 4] = [
+    "[[alert.trigger]]\nevent = \"trace:cost\"\nthreshold = 3\nwindow = \"1m\"\n\
+     [[alert.trigger]]\nevent = \"trace:latency\"\nthreshold = 1.5\nwindow = \"5m\"\n\
+     [[alert.trigger]]\nevent = \"trace:errors\"\nthreshold = 4\nwindow = \"30s\"\n",
+    "[[alert.trigger]]\nevent = \"trace:cost\"\nthreshold = 20\nwindow = \"5m\"\n",
+    "[[alert.trigger]]\nevent = \"trace:latency\"\nthreshold = 0.5\nwindow = \"1s\"\n",
+    "[[alert.trigger]]\nevent = \"trace:errors\"\nprojects = [\"p1\"]\nthreshold = 2\nwindow = \"2m\"\n",
+];
+
+/// Values whose sums round differently in a different order.
+fn odd(v: u16) -> f64 {
+    f64::from(v) / 7.0
+}
+
+/// Applies the batches to pairs of alerts — one reading the events one by one, its twin the
+/// shared [`PointBatch`] — that join at different batches (so the twins of different pairs
+/// hold different sums when they share a summary) and one pair restored from a checkpoint
+/// midway; after every batch both of a pair have the same applied result, the same checkpoint
+/// bytes and the same notifications. Returns how many batches went through summaries.
+fn summaries_against_events(alert: &str, batches: &[GenBatch]) -> usize {
+    let s = spec(alert);
+    let joins = [0, batches.len() / 3, batches.len() / 2];
+    let mut pairs: Vec<Option<(AlertState, AlertState)>> = vec![None; joins.len()];
+    let mut id_makers: Vec<_> = (0..joins.len()).map(|_| (ids(), ids())).collect();
+    let mut now = 1_780_000_000_000i64;
+    let mut top = 0u64;
+    let mut summarized = 0;
+    for (b, (back, repeat, points)) in batches.iter().enumerate() {
+        for (pair, join) in pairs.iter_mut().zip(joins) {
+            if b == join {
+                let fresh = AlertState::new(s.clone(), top);
+                *pair = Some((fresh.clone(), fresh));
+            }
+        }
+        if b == batches.len() * 2 / 3 {
+            if let Some((by_event, _)) = &pairs[0] {
+                let cp = reload(by_event);
+                let restored = AlertState::restore(s.clone(), cp, &[]);
+                pairs[0] = Some((restored.clone(), restored));
+            }
+        }
+        let mut seq = top.saturating_sub(*back);
+        let mut events = Vec::new();
+        for (i, &(step, behind, cost, duration, error)) in points.iter().enumerate() {
+            if !(*repeat && i == 1) {
+                seq += 1;
+            }
+            now += step;
+            let (_, mut e) = trace(seq, now - behind, "p1", error);
+            e.received_ms = now;
+            e.body = EventBody::Trace {
+                trace_id: None,
+                cost: cost.map(odd),
+                duration_s: duration.map(odd),
+                error,
+            };
+            events.push((seq, e));
+        }
+        top = top.max(seq);
+        let batch = PointBatch::new(
+            events
+                .iter()
+                .map(|(q, e)| crate::event::Point::of(*q, e).unwrap())
+                .collect(),
+        );
+        for (k, pair) in pairs.iter_mut().enumerate() {
+            let Some((by_event, by_summary)) = pair else {
+                continue;
+            };
+            let mut want = BatchApplied::default();
+            for (q, e) in &events {
+                let a = by_event.apply(*q, e);
+                want.counted |= a.counted;
+                want.late += u64::from(a.late);
+            }
+            let got = match by_summary.apply_summaries(&batch) {
+                Some(done) => {
+                    summarized += 1;
+                    done
+                }
+                None => by_summary.apply_points(&batch),
+            };
+            assert_eq!(want, got, "batch {b}, pair {k}");
+            assert_eq!(
+                codec::encode(&by_event.checkpoint()),
+                codec::encode(&by_summary.checkpoint()),
+                "batch {b}, pair {k}"
+            );
+            let (ids_a, ids_b) = &mut id_makers[k];
+            let na = by_event.tick(now, ids_a);
+            let nb = by_summary.tick(now, ids_b);
+            assert_eq!(
+                serde_json::to_string(&na).unwrap(),
+                serde_json::to_string(&nb).unwrap(),
+                "batch {b}, pair {k}"
+            );
+        }
+    }
+    summarized
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Summaries give exactly what the events give, whatever the batches hold: late points,
+    /// timestamps ahead of receipt, replays overlapping applied sequences, repeated sequences,
+    /// clocks stepped back between and inside batches, points without cost or duration.
+    #[test]
+    fn summaries_apply_exactly_like_events(
+        alert in 0usize..POINT_ALERTS.len(),
+        batches in proptest::collection::vec(gen_batch(), 1..24),
+    ) {
+        summaries_against_events(POINT_ALERTS[alert], &batches);
+    }
+}
+
+/// Ordinary live traffic (new sequences, receipt times moving forward, a few late points) goes
+/// through summaries, not point by point: the property above is not met by falling back.
+#[test]
+fn live_batches_are_applied_through_summaries() {
+    let batches: Vec<GenBatch> = (0..20u16)
+        .map(|b| {
+            let points = (0..30u16)
+                .map(|i| {
+                    let behind = if i % 13 == 0 {
+                        350_000
+                    } else {
+                        i64::from(i) * 37
+                    };
+                    (120, behind, Some(b * 31 + i), Some(i * 7), i % 5 == 0)
+                })
+                .collect();
+            (0, false, points)
+        })
+        .collect();
+    for alert in POINT_ALERTS {
+        // Three pairs, the first restored midway: all but the restore's batch and the first
+        // batch of each (an empty window takes a summary too) go through summaries.
+        let summarized = summaries_against_events(alert, &batches);
+        assert!(
+            summarized >= 20 + 14 + 10 - 1,
+            "{summarized} batches summarized"
+        );
+    }
 }
 
 // Bucket items stored once (`bucket_items`): checkpoints reference them, restores list them again.

@@ -4,6 +4,7 @@
 //! starts firing, repeats at most every `repeat_interval` while it keeps firing, and on recovery
 //! produces a resolve if the alert asks for one.
 
+use super::summary::Summary;
 use super::window::{Ring, Totals};
 use crate::config::{Threshold, TriggerSpec};
 use crate::event::EventType;
@@ -82,6 +83,11 @@ impl ThresholdState {
                 .is_none_or(|e| time_ok(e.start_ms) && time_ok(e.last_notified_ms))
     }
 
+    /// The width of one window slot (summaries are built per width).
+    pub fn slot_width_ms(&self) -> i64 {
+        self.ring.slot_width_ms()
+    }
+
     /// Whether this state's ring has the slot width of `t`'s window. Always true for a state
     /// whose trigger fingerprint matches, unless the stored bytes were corrupted.
     pub fn fits(&self, t: &Threshold) -> bool {
@@ -97,6 +103,27 @@ impl ThresholdState {
         if let Some(ep) = &mut self.episode {
             ep.last_notified_ms = ep.last_notified_ms.min(now_ms);
         }
+    }
+
+    /// Whether [`ThresholdState::apply_summary`] may stand for adding the points one by one
+    /// (see [`Ring::takes_summary`]).
+    pub fn takes_summary(&self, s: &Summary) -> bool {
+        self.ring.takes_summary(s)
+    }
+
+    /// Applies a batch through its summary, exactly as re-anchoring to each point's
+    /// `received_ms` (`min_received_ms` is the earliest) and adding its value would; see
+    /// [`Ring::apply_summary`] for what it returns.
+    pub fn apply_summary(
+        &mut self,
+        s: &Summary,
+        min_received_ms: i64,
+        late_at: Option<&mut Vec<u32>>,
+    ) -> (bool, u64) {
+        if let Some(ep) = &mut self.episode {
+            ep.last_notified_ms = ep.last_notified_ms.min(min_received_ms);
+        }
+        self.ring.apply_summary(s, late_at)
     }
 
     /// The window's slots, oldest first (see [`super::window::Ring::slots`]), for the console.

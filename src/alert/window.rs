@@ -7,6 +7,7 @@
 //! `now - window` (or, from rounding the width up, up to 59 ms before it), so the error is at most
 //! one slot (1/60 of the window) at the old edge, never at the new one.
 
+use super::summary::Summary;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -24,6 +25,13 @@ struct Slot {
     count: u64,
     sum: f64,
 }
+
+/// A slot never used.
+const EMPTY_SLOT: Slot = Slot {
+    index: i64::MIN,
+    count: 0,
+    sum: 0.0,
+};
 
 /// The ring. Slots are allocated on first use so idle triggers cost a few bytes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,14 +111,7 @@ impl Ring {
         }
         self.head = self.head.max(index);
         if self.slots.is_empty() {
-            self.slots = vec![
-                Slot {
-                    index: i64::MIN,
-                    count: 0,
-                    sum: 0.0
-                };
-                SLOTS as usize
-            ];
+            self.slots = vec![EMPTY_SLOT; SLOTS as usize];
         }
         let slot = &mut self.slots[index.rem_euclid(SLOTS) as usize];
         if slot.index != index {
@@ -123,6 +124,58 @@ impl Ring {
         slot.count += 1;
         slot.sum += value;
         true
+    }
+
+    /// Whether [`Ring::apply_summary`] may stand for adding the summary's points one by one:
+    /// same slot width, and no point would re-anchor the ring (see [`super::summary`]).
+    pub fn takes_summary(&self, s: &Summary) -> bool {
+        s.steady
+            && s.width_ms == self.width_ms
+            && (self.head == i64::MIN || self.head <= s.min_received_index)
+    }
+
+    /// Adds a batch's points through their [`Summary`], exactly as [`Ring::add`] one by one
+    /// would, when [`Ring::takes_summary`]. Returns whether any point was counted and how many
+    /// were late; with `late_at`, the batch positions of the late points are pushed there.
+    pub fn apply_summary(
+        &mut self,
+        s: &Summary,
+        mut late_at: Option<&mut Vec<u32>>,
+    ) -> (bool, u64) {
+        let h0 = self.head;
+        let mut late = s.late.len() as u64;
+        if let Some(at) = late_at.as_deref_mut() {
+            at.extend_from_slice(&s.late);
+        }
+        let mut counted = false;
+        for g in &s.groups {
+            if h0 != i64::MIN && g.index <= h0 - SLOTS {
+                late += g.values.len() as u64;
+                if let Some(at) = late_at.as_deref_mut() {
+                    at.extend_from_slice(&g.positions);
+                }
+                continue;
+            }
+            counted = true;
+            if self.slots.is_empty() {
+                self.slots = vec![EMPTY_SLOT; SLOTS as usize];
+            }
+            let slot = &mut self.slots[g.index.rem_euclid(SLOTS) as usize];
+            if slot.index == g.index {
+                slot.count += g.values.len() as u64;
+                slot.sum = g.fold_onto(slot.sum);
+            } else {
+                *slot = Slot {
+                    index: g.index,
+                    count: g.values.len() as u64,
+                    sum: g.from_empty,
+                };
+            }
+        }
+        if let Some(m) = s.max_index {
+            self.head = self.head.max(m);
+        }
+        (counted, late)
     }
 
     /// Re-anchors the ring when `now_ms` is behind its newest slot: the clock was stepped back
