@@ -28,6 +28,31 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
+/// Items of a sequence encoded one after another, without a format byte, and where each one
+/// ends: a caller can then cut a long sequence into stored values of a bounded size (see
+/// [`seq_into`]) without encoding anything twice.
+pub fn encode_items<'a, T: Serialize + 'a>(
+    items: impl IntoIterator<Item = &'a T>,
+) -> (Vec<u8>, Vec<usize>) {
+    let (mut out, mut ends) = (Vec::new(), Vec::new());
+    for item in items {
+        bincode::serde::encode_into_std_write(item, &mut out, bincode::config::standard())
+            .expect("encoding into a Vec cannot fail for our plain data types");
+        ends.push(out.len());
+    }
+    (out, ends)
+}
+
+/// Appends to `out` the value [`encode`] writes for a `Vec` of `count` items whose encodings
+/// (from [`encode_items`]) are `items`, laid end to end.
+pub fn seq_into(out: &mut Vec<u8>, count: usize, items: &[u8]) {
+    out.push(FORMAT_BINCODE2);
+    // A sequence starts with its length, encoded as a u64 is.
+    bincode::serde::encode_into_std_write(count as u64, out, bincode::config::standard())
+        .expect("encoding into a Vec cannot fail");
+    out.extend_from_slice(items);
+}
+
 /// Decodes a value written by [`encode`], rejecting trailing garbage.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&format, rest) = bytes.split_first().ok_or(CodecError::Empty)?;
@@ -61,5 +86,23 @@ mod tests {
             Err(CodecError::UnknownFormat(9))
         ));
         assert!(decode::<(u64, String)>(&[1, 200]).is_err());
+    }
+
+    #[test]
+    fn a_sequence_assembled_from_items_is_the_encoded_vec() {
+        let all: Vec<String> = (0..300).map(|i| "x".repeat(i % 7)).collect();
+        let (bytes, ends) = encode_items(&all);
+        assert_eq!(ends.len(), all.len());
+        // A cut in the middle, and a count past one varint byte.
+        let cut = ends[99];
+        let mut first = Vec::new();
+        seq_into(&mut first, 100, &bytes[..cut]);
+        assert_eq!(first, encode(&all[..100].to_vec()));
+        let mut rest = Vec::new();
+        seq_into(&mut rest, 200, &bytes[cut..]);
+        assert_eq!(decode::<Vec<String>>(&rest).unwrap(), all[100..]);
+        let mut whole = Vec::new();
+        seq_into(&mut whole, 300, &bytes);
+        assert_eq!(whole, encode(&all));
     }
 }

@@ -8,10 +8,12 @@
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// redb's file backend with a write counter.
 #[derive(Debug)]
-pub(super) struct CountingFile(FileBackend);
+pub(super) struct CountingFile(FileBackend, Arc<AtomicU64>);
 
 impl StorageBackend for CountingFile {
     fn len(&self) -> Result<u64, std::io::Error> {
@@ -32,6 +34,7 @@ impl StorageBackend for CountingFile {
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
         self.0.write(offset, data)?;
+        self.1.fetch_add(data.len() as u64, Ordering::Relaxed);
         crate::metrics::store_bytes_written(data.len() as u64);
         Ok(())
     }
@@ -70,6 +73,13 @@ impl StorageBackend for CountingFile {
 }
 
 impl CountingFile {
+    /// The bytes written through this backend so far (the metric sums every file's), for tests
+    /// that measure what one commit writes.
+    #[cfg(test)]
+    pub(super) fn counter(&self) -> Arc<AtomicU64> {
+        self.1.clone()
+    }
+
     /// Opens (or creates) the data file the way `redb::Builder::create` does.
     pub(super) fn open(path: &std::path::Path) -> Result<CountingFile, super::StoreError> {
         let open = || -> Result<CountingFile, redb::DatabaseError> {
@@ -79,7 +89,7 @@ impl CountingFile {
                 .create(true)
                 .truncate(false)
                 .open(path)?;
-            Ok(CountingFile(FileBackend::new(file)?))
+            Ok(CountingFile(FileBackend::new(file)?, Arc::default()))
         };
         open().map_err(|e| super::StoreError::Open {
             path: path.to_path_buf(),
