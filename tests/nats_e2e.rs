@@ -302,6 +302,17 @@ fn series(outcome: &str) -> String {
     )
 }
 
+/// A NATS server, a webhook receiver and alertd reading the server's stream, with its source up
+/// (dropped in reverse: alertd first).
+async fn started(threshold: f64) -> (tempfile::TempDir, NatsServer, Receiver, Daemon) {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start(dir.path()).await;
+    let rx = Receiver::start().await;
+    let d = Daemon::start(dir.path(), &config(&nats, &rx, threshold)).await;
+    wait_source_up(&d).await;
+    (dir, nats, rx, d)
+}
+
 async fn wait_source_up(d: &Daemon) {
     wait_until(
         "the source to be up",
@@ -317,12 +328,8 @@ async fn wait_source_up(d: &Daemon) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_event_and_ndjson_messages_fire_an_alert_with_exact_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start(dir.path()).await;
-    let rx = Receiver::start().await;
-    let d = Daemon::start(dir.path(), &config(&nats, &rx, 12.5)).await;
     // alertd creates the stream (it does not exist yet) and the durable consumer.
-    wait_source_up(&d).await;
+    let (_dir, nats, rx, d) = started(12.5).await;
     let (_, ready) = d.get("/readyz").await;
     assert_eq!(ready["sources"][0]["name"], "nats:ALERTD/alertd-test");
     let js = js(&nats).await;
@@ -437,11 +444,7 @@ async fn kill9_between_commit_and_ack_redelivers_and_counts_each_event_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_with_their_own_ids_are_deduplicated_inside_messages_and_with_http() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start(dir.path()).await;
-    let rx = Receiver::start().await;
-    let d = Daemon::start(dir.path(), &config(&nats, &rx, 1e9)).await;
-    wait_source_up(&d).await;
+    let (_dir, nats, _rx, d) = started(1e9).await;
     let js = js(&nats).await;
     let own = |n: usize, id: &str| {
         let mut e = trace(n);
@@ -506,11 +509,7 @@ async fn messages_published_while_alertd_is_down_are_consumed_after_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_message_is_terminated_counted_and_does_not_block_later_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let nats = NatsServer::start(dir.path()).await;
-    let rx = Receiver::start().await;
-    let d = Daemon::start(dir.path(), &config(&nats, &rx, 1e9)).await;
-    wait_source_up(&d).await;
+    let (_dir, nats, _rx, d) = started(1e9).await;
     let js = js(&nats).await;
     publish(&js, trace(1).to_string(), None).await; // seq 1
     publish(&js, "this is not json".into(), None).await; // seq 2
@@ -551,11 +550,7 @@ async fn an_invalid_message_is_terminated_counted_and_does_not_block_later_ones(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_restart_under_load_reconnects_loses_nothing_and_counts_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut nats = NatsServer::start(dir.path()).await;
-    let rx = Receiver::start().await;
-    let d = Daemon::start(dir.path(), &config(&nats, &rx, 1e9)).await;
-    wait_source_up(&d).await;
+    let (_dir, mut nats, _rx, d) = started(1e9).await;
 
     const TOTAL: usize = 300;
     let url = nats.url();
