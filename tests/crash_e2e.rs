@@ -472,12 +472,7 @@ async fn torture(env: &[(&str, &str)], reloads: bool) {
     // Every event was applied by every alert, so the inbox was pruned empty.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let m = reqwest::get(format!("{}/metrics", d.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = d.metrics().await;
         if m.lines().any(|l| l == "alertd_inbox_events 0") {
             break;
         }

@@ -263,12 +263,7 @@ async fn settled_count(d: &Daemon, js: &jetstream::Context) -> f64 {
 }
 
 async fn metrics(d: &Daemon) -> BTreeMap<String, f64> {
-    let text = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.metrics().await;
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .filter_map(|l| {

@@ -120,12 +120,7 @@ async fn wait_hooks(rx: &Receiver, d: &Daemon, path: &str, n: usize) -> Vec<comm
 
 /// The value of an unlabelled metric line in `GET /metrics`.
 async fn metric(d: &Daemon, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))
         .map(|v| v.trim().parse().unwrap())

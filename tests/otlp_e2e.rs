@@ -173,12 +173,7 @@ async fn wait_value(d: &Daemon, alert: &str, want: f64) {
 
 /// The value of one Prometheus sample line starting with `prefix` (labels included).
 async fn metric(d: &Daemon, prefix: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = d.metrics().await;
     text.lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())

@@ -185,12 +185,7 @@ async fn unreadable_stored_rows_are_quarantined_and_the_daemon_starts() {
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["deliveries"].as_array().unwrap().len(), 0);
     }
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("alertd_quarantined_rows 2"),
         "{}",
@@ -721,12 +716,7 @@ async fn dead_letters_are_pruned_by_total_bytes_oldest_first() {
     assert!(!kept.is_empty(), "{kept:?}");
     assert_eq!(kept[0], seen[5], "the newest is kept");
     assert!(!kept.contains(&seen[0]), "the oldest went first");
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains(
             "alertd_retention_pruned_rows_total{table=\"dead_letters\",reason=\"bytes\"}"

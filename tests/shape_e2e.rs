@@ -143,12 +143,7 @@ async fn an_alert_dying_more_than_five_times_a_minute_is_failed_and_the_others_c
     );
     assert_eq!(a["good"].1, "running");
     assert!(rx.requests_to("/bad").is_empty());
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(metrics.contains("alertd_alerts_failed 1"), "{metrics}");
     assert!(
         metrics.contains("alertd_alert_restarts_total{alert=\"bad\"} 6"),

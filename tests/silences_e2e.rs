@@ -119,12 +119,7 @@ async fn a_silenced_alert_sends_nothing_lists_suppressed_and_fires_at_the_next_t
     assert!(rx.requests().is_empty(), "{:?}", rx.requests());
     let (_, alerts) = d.get("/v1/alerts").await;
     assert_eq!(alerts["alerts"][0]["firing"], true, "the episode is open");
-    let metrics = reqwest::get(format!("{}/metrics", d.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(metrics.contains("alertd_silences_active 1"), "{metrics}");
     assert!(
         metrics.contains("alertd_notifications_suppressed_total{alert=\"a\"} 2"),

@@ -318,12 +318,7 @@ async fn the_open_bucket_of_a_schema_3_file_is_delivered_once_with_the_events_re
 /// Waits until the daemon has run `n` more ticks.
 async fn wait_ticks(d: &Daemon, n: u64) {
     let count = || async {
-        let m = reqwest::get(format!("{}/metrics", d.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = d.metrics().await;
         m.lines()
             .find_map(|l| l.strip_prefix("alertd_tick_seconds_count "))
             .and_then(|v| v.trim().parse::<u64>().ok())

@@ -365,6 +365,16 @@ impl Daemon {
         v
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .expect("get /metrics")
+            .text()
+            .await
+            .expect("/metrics body")
+    }
+
     /// GET a JSON API path.
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let r = reqwest::Client::new()
