@@ -39,7 +39,7 @@ use std::time::Duration;
 use xorf::{BinaryFuse16, Filter as _};
 
 /// Log key → accepted ms (8 bytes, big-endian) followed by 16-byte id keys.
-const ID_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ingest_id_log");
+pub(super) const ID_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ingest_id_log");
 /// Run number → (oldest accepted ms, newest accepted ms, ids): the complete runs. A run table
 /// without a row here is a partly written one and is deleted at open.
 const ID_RUNS: TableDefinition<u64, (i64, i64, u64)> = TableDefinition::new("ingest_id_runs");
@@ -432,7 +432,10 @@ impl<'t, 's> IdBatch<'t, 's> {
     }
 
     /// Writes the new ids to the log (in the append's transaction); the append commits next.
-    pub(super) fn write_log(mut self) -> Result<IdCommit<'s>, StoreError> {
+    pub(super) fn write_log(
+        mut self,
+        wal: &mut super::wal::Body,
+    ) -> Result<IdCommit<'s>, StoreError> {
         self.runs.clear();
         let mut st = self.state.take().expect("a batch is written once");
         let new = std::mem::take(&mut self.new);
@@ -452,6 +455,7 @@ impl<'t, 's> IdBatch<'t, 's> {
                     row.extend_from_slice(k);
                 }
                 log.insert(st.next_log, row.as_slice())?;
+                wal.row(super::wal::Table::IdLog, st.next_log, &row);
                 st.active.through_log = st.next_log;
                 st.next_log += 1;
             }

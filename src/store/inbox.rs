@@ -65,6 +65,7 @@ fn chunk_target(remaining: usize) -> usize {
 pub(super) fn insert<'a>(
     inbox: &mut redb::Table<u64, &'static [u8]>,
     stored: impl Iterator<Item = &'a (u64, Event)>,
+    log: &mut super::wal::Body,
 ) -> Result<(), StoreError> {
     let rows: Vec<&(u64, Event)> = stored.collect();
     let mut value = Vec::new();
@@ -83,6 +84,7 @@ pub(super) fn insert<'a>(
             value.extend_from_slice(&window[start].0.to_le_bytes());
             codec::seq_into(&mut value, end - start, &bytes[begin..ends[end - 1]]);
             inbox.insert(window[end - 1].0, value.as_slice())?;
+            log.row(super::wal::Table::Inbox, window[end - 1].0, &value);
             start = end;
         }
     }
@@ -223,7 +225,7 @@ pub(super) fn migrate(txn: &WriteTransaction) -> Result<(), StoreError> {
     {
         let mut inbox = txn.open_table(INBOX)?;
         for chunk in chunks {
-            insert(&mut inbox, chunk.iter())?;
+            insert(&mut inbox, chunk.iter(), &mut Default::default())?;
         }
     }
     // Schema ≤ 3 wrote the last sequence number at every append; it stays as the floor.
@@ -400,7 +402,7 @@ mod tests {
             let mut bytes = 0;
             {
                 let mut t = txn.open_table(INBOX).unwrap();
-                insert(&mut t, rows.iter()).unwrap();
+                insert(&mut t, rows.iter(), &mut Default::default()).unwrap();
                 for r in t.iter().unwrap() {
                     let len = r.unwrap().1.value().len();
                     bytes += len;
@@ -432,7 +434,12 @@ mod tests {
             let before = written.load(std::sync::atomic::Ordering::Relaxed);
             let mut txn = db.begin_write().unwrap();
             txn.set_durability(redb::Durability::Immediate).unwrap();
-            insert(&mut txn.open_table(INBOX).unwrap(), rows.iter()).unwrap();
+            insert(
+                &mut txn.open_table(INBOX).unwrap(),
+                rows.iter(),
+                &mut Default::default(),
+            )
+            .unwrap();
             txn.commit().unwrap();
             per_commit.push(written.load(std::sync::atomic::Ordering::Relaxed) - before);
         }

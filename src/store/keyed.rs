@@ -11,7 +11,9 @@
 //! message keyed `X` and an HTTP event with `id` `X` in the same workspace are the same event,
 //! as they were when the key was the event's client id).
 
-use super::{durable, AppendOutcome, NewEvent, Store, StoreError, INBOX, META};
+use super::wal::Body;
+use super::{durable, AppendOutcome, NewEvent, Store, StoreError, INBOX, META, META_WAL_LSN};
+use redb::Durability;
 use std::sync::atomic::Ordering;
 
 /// One group of events appended as a whole, de-duplicated by `key` when it is given.
@@ -24,7 +26,7 @@ pub struct KeyedRequest {
 }
 
 impl Store {
-    /// Appends groups of events in one durable transaction, like [`Store::append`], with one
+    /// Appends groups of events in one transaction, durable when this returns, like [`Store::append`], with one
     /// de-duplication id per group: a group whose key was seen within the window is dropped
     /// whole (counted as duplicates); otherwise its key is remembered and its events are stored,
     /// except those whose own client id is a duplicate. A group without a key is exactly an
@@ -41,10 +43,15 @@ impl Store {
         dedup_window_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         let r = self.with(|db| {
-            let txn = durable(db)?;
+            // Held from the transaction to the log write: records go in commit order.
+            let mut wal = self.inner.wal.lock().expect("wal lock is never poisoned");
+            wal.restart_if_covered(self.inner.durable_lsn.load(Ordering::Acquire));
+            let lsn = wal.next_lsn();
+            let mut log = Body::default();
+            let mut txn = db.begin_write()?;
             let mut outcomes = Vec::with_capacity(requests.len());
             let ids = {
-                let meta = txn.open_table(META)?;
+                let mut meta = txn.open_table(META)?;
                 let mut inbox = txn.open_table(INBOX)?;
                 let mut seq = super::inbox::last_seq(&meta, &inbox)?;
                 let mut ids = self.inner.ids.batch(&txn, now_ms, dedup_window_ms);
@@ -79,10 +86,40 @@ impl Store {
                     }
                     outcomes.push(outcome);
                 }
-                super::inbox::insert(&mut inbox, outcomes.iter().flat_map(|o| &o.stored))?;
-                ids.write_log()?
+                super::inbox::insert(
+                    &mut inbox,
+                    outcomes.iter().flat_map(|o| &o.stored),
+                    &mut log,
+                )?;
+                let ids = ids.write_log(&mut log)?;
+                if !log.is_empty() {
+                    meta.insert(META_WAL_LSN, lsn)?;
+                }
+                ids
             };
+            // Small commits are made durable by the append log, large ones by redb (see
+            // [`super::wal`]); one that inserted nothing needs neither.
+            let direct = !log.is_empty() && !wal.fits(&log);
+            txn.set_durability(if direct {
+                Durability::Immediate
+            } else {
+                Durability::None
+            })?;
             txn.commit()?;
+            if direct {
+                self.inner.durable_lsn.fetch_max(lsn, Ordering::AcqRel);
+                wal.committed_durably();
+            } else if !log.is_empty() {
+                if let Err(e) = wal.append(&log) {
+                    // The rows are committed but not durable: a durable commit makes them so;
+                    // if that fails too, the error reopens the file, which keeps only what
+                    // was durable (the log's whole records included).
+                    tracing::warn!(error = %e, "append log write failed; committing durably instead");
+                    durable(db)?.commit()?;
+                    self.inner.durable_lsn.fetch_max(lsn, Ordering::AcqRel);
+                    wal.committed_durably();
+                }
+            }
             ids.committed();
             self.inner.last_append_ms.store(now_ms, Ordering::Release);
             Ok(outcomes)

@@ -29,6 +29,9 @@ use std::sync::{Arc, Mutex, RwLock};
 mod keyed;
 pub use keyed::KeyedRequest;
 pub mod items;
+mod wal;
+#[cfg(test)]
+mod wal_tests;
 mod written;
 
 /// redb page cache size.
@@ -66,6 +69,11 @@ const QUARANTINE_BYTES: TableDefinition<u128, &[u8]> = TableDefinition::new("qua
 const META_SCHEMA: &str = "schema_version";
 const META_LAST_SEQ: &str = "last_seq";
 const META_APPLIED: &str = "applied_through";
+/// A random id given to the data file at creation: the append log names it in every record, so
+/// a log is never replayed into another file (see [`wal`]).
+const META_FILE_ID: &str = "file_id";
+/// The LSN of the last append-log record this file holds (see [`wal`]).
+const META_WAL_LSN: &str = "wal_lsn";
 
 /// A store failure, worded for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -186,12 +194,33 @@ struct Inner {
     silence_writes: Mutex<()>,
     /// Remembered client ids' in-memory index (see [`ids`]).
     ids: ids::Ids,
+    /// The append log of small journal commits (see [`wal`]); replaced when the file is reopened.
+    wal: Mutex<wal::Wal>,
+    /// The highest append-log LSN a durable redb commit is known to hold: the log starts over
+    /// once it covers every record written.
+    durable_lsn: std::sync::atomic::AtomicU64,
 }
 
 fn durable(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     Ok(txn)
+}
+
+impl Store {
+    /// Commits a durable transaction and notes the append-log records it holds, so the log can
+    /// start over (see [`wal`]). Used by the commits that come regularly (ticks, delivery
+    /// results); any other durable commit holds them too, it is just not noted.
+    fn commit_durable(&self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
+        let lsn = txn
+            .open_table(META)?
+            .get(META_WAL_LSN)?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        txn.commit()?;
+        self.inner.durable_lsn.fetch_max(lsn, Ordering::AcqRel);
+        Ok(())
+    }
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -204,10 +233,12 @@ fn decode<T: serde::de::DeserializeOwned>(
 impl Store {
     /// Opens or creates the data file, creating tables and checking the schema version.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = open_db(path)?;
+        let (db, wal, durable_lsn) = open_db(path)?;
         let silences = load_silences(&db)?;
         let ids = ids::Ids::load(&db)?;
         let inner = Arc::new(Inner {
+            wal: Mutex::new(wal),
+            durable_lsn: durable_lsn.into(),
             db: RwLock::new(Some(Arc::new(db))),
             path: path.to_path_buf(),
             failed: AtomicBool::new(false),
@@ -252,13 +283,18 @@ impl Store {
         }
         // Drop our handle; operations still holding one finish first, so retry until free.
         slot.take();
-        let db = Arc::new(open_db(&self.inner.path).map_err(|e| match e {
+        let (db, wal, durable_lsn) = open_db(&self.inner.path).map_err(|e| match e {
             StoreError::Locked { .. } => {
                 StoreError::Db("the data file is being reopened after a storage error".into())
             }
             other => other,
-        })?);
+        })?;
+        let db = Arc::new(db);
         tracing::warn!(path = %self.inner.path.display(), "data file reopened after a storage error");
+        *self.inner.wal.lock().expect("wal lock is never poisoned") = wal;
+        self.inner
+            .durable_lsn
+            .fetch_max(durable_lsn, Ordering::AcqRel);
         self.inner.ids.reload(&db)?;
         *slot = Some(db.clone());
         self.inner.failed.store(false, Ordering::Release);
@@ -278,7 +314,9 @@ impl Store {
     }
 }
 
-fn open_db(path: &Path) -> Result<Database, StoreError> {
+/// Opens the data file, brings its schema up to date and replays the append log into it;
+/// returns it with the emptied log and the LSN it now holds.
+fn open_db(path: &Path) -> Result<(Database, wal::Wal, u64), StoreError> {
     {
         crate::permissions::private_data_file(path).map_err(|message| StoreError::Open {
             path: path.to_path_buf(),
@@ -339,10 +377,56 @@ fn open_db(path: &Path) -> Result<Database, StoreError> {
             ids::prepare(&txn)?;
             items::create_tables(&txn)?;
             crate::quarantine::sweep(&txn)?;
+            if meta.get(META_FILE_ID)?.is_none() {
+                meta.insert(META_FILE_ID, rand::random::<u64>())?;
+            }
         }
         txn.commit()?;
-        Ok(db)
+        let (wal, lsn) = replay(path, &db)?;
+        Ok((db, wal, lsn))
     }
+}
+
+/// Inserts again the append-log records the data file lacks (see [`wal`]), durably, and empties
+/// the log; returns it with the LSN the file now holds.
+fn replay(path: &Path, db: &Database) -> Result<(wal::Wal, u64), StoreError> {
+    let log = wal::path_for(path);
+    let txn = durable(db)?;
+    let (file_id, held) = {
+        let meta = txn.open_table(META)?;
+        let id = meta.get(META_FILE_ID)?.map(|v| v.value()).unwrap_or(0);
+        let held = meta.get(META_WAL_LSN)?.map(|v| v.value()).unwrap_or(0);
+        (id, held)
+    };
+    let mut records: Vec<wal::Record> = wal::read(&log, file_id)?
+        .into_iter()
+        .filter(|r| r.lsn > held)
+        .collect();
+    if records.first().is_some_and(|r| r.lsn != held + 1) {
+        tracing::warn!(log = %log.display(), held, first = records[0].lsn,
+            "the append log does not continue the data file (restored from a backup?); ignored");
+        records.clear();
+    }
+    let mut lsn = held;
+    if let Some(last) = records.last() {
+        lsn = last.lsn;
+        let rows: usize = records.iter().map(|r| r.rows.len()).sum();
+        {
+            let mut inbox = txn.open_table(INBOX)?;
+            let mut id_log = txn.open_table(ids::ID_LOG)?;
+            for row in records.iter().flat_map(|r| &r.rows) {
+                match row.table {
+                    wal::Table::Inbox => inbox.insert(row.key, row.value.as_slice())?,
+                    wal::Table::IdLog => id_log.insert(row.key, row.value.as_slice())?,
+                };
+            }
+            txn.open_table(META)?.insert(META_WAL_LSN, lsn)?;
+        }
+        tracing::info!(log = %log.display(), records = records.len(), rows,
+            "appends acknowledged before a crash restored from the append log");
+    }
+    txn.commit()?;
+    Ok((wal::Wal::create(&log, file_id, lsn)?, lsn))
 }
 
 /// Brings a data file of schema `from` up to [`SCHEMA_VERSION`] inside the opening
@@ -396,6 +480,12 @@ impl Store {
             .map(|events| KeyedRequest { key: None, events })
             .collect();
         self.append_keyed(requests, now_ms, dedup_window_ms)
+    }
+
+    /// Makes every commit so far durable in the data file itself, so the append log holds
+    /// nothing it lacks (see [`wal`]): at a clean stop.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.with(|db| self.commit_durable(durable(db)?))
     }
 
     /// When events were last appended (epoch ms; 0 = not since start).
@@ -558,7 +648,7 @@ impl Store {
                     }
                 }
             }
-            txn.commit()?;
+            self.commit_durable(txn)?;
             Ok(())
         })
     }
@@ -715,7 +805,7 @@ impl Store {
                     log.pop_first()?;
                 }
             }
-            txn.commit()?;
+            self.commit_durable(txn)?;
             Ok(())
         })
     }
