@@ -303,6 +303,26 @@ impl SchedulerState {
             .into_iter()
             .map(|(id, f)| (id.to_string(), f))
             .collect();
+        // A periodic tick also deletes the inbox rows every alert has applied once this commit
+        // is durable, in the same transaction: rows appended since the last tick are then never
+        // written to the data file at all (the append log made them durable; see
+        // crate::store::wal).
+        if through.is_some() {
+            let mut applied: HashMap<&str, u64> = HashMap::new();
+            for (_, o) in &outputs {
+                let a = applied.entry(o.spec.id.as_str()).or_default();
+                *a = (*a).max(o.applied_seq);
+            }
+            commit.prune_through = registry
+                .members
+                .iter()
+                .map(|(id, m)| {
+                    m.durable_seq
+                        .max(applied.get(id.as_str()).copied().unwrap_or(0))
+                })
+                .min();
+            commit.prune_rows = PRUNE_STEP_ROWS;
+        }
         let committed = if commit.checkpoints.is_empty()
             && commit.deliveries.is_empty()
             && commit.suppressed.is_empty()

@@ -139,6 +139,10 @@ pub struct TickCommit {
     pub items: Vec<(u64, Arc<Event>)>,
     /// For each checkpoint written: the lowest item sequence it references (`None`: none).
     pub item_floors: Vec<(String, Option<u64>)>,
+    /// Every alert has applied the inbox through this once the tick is committed: up to
+    /// `prune_rows` rows at or below it are deleted in the same transaction.
+    pub prune_through: Option<u64>,
+    pub prune_rows: usize,
 }
 
 /// The data file's size and how much of it is live.
@@ -387,6 +391,22 @@ fn open_db(path: &Path) -> Result<(Database, wal::Wal, u64), StoreError> {
     }
 }
 
+/// Records that every alert has applied the inbox through `through` and deletes up to
+/// `max_rows` rows at or below it; true when none is left.
+fn applied_and_prune(
+    txn: &redb::WriteTransaction,
+    through: u64,
+    max_rows: usize,
+) -> Result<bool, StoreError> {
+    let mut meta = txn.open_table(META)?;
+    let applied = meta.get(META_APPLIED)?.map(|v| v.value()).unwrap_or(0);
+    if through > applied {
+        meta.insert(META_APPLIED, through)?;
+    }
+    drop(meta);
+    inbox::prune(txn, through, max_rows)
+}
+
 /// Inserts again the append-log records the data file lacks (see [`wal`]), durably, and empties
 /// the log; returns it with the LSN the file now holds.
 fn replay(path: &Path, db: &Database) -> Result<(wal::Wal, u64), StoreError> {
@@ -622,11 +642,20 @@ impl Store {
         })
     }
 
-    /// Commits one tick: checkpoints and new outbox rows, atomically and durably. Pruning is
-    /// not part of it (see [`Store::prune_step`]), so a tick's transaction stays small.
+    /// Commits one tick: checkpoints and new outbox rows, atomically and durably, with one
+    /// bounded step of pruning up to the point those checkpoints make every alert durable at
+    /// (the rest: [`Store::prune_step`]).
+    ///
+    /// It is three commits: the tick's writes without durability, an empty one (redb releases
+    /// pages a non-durable commit freed at the next one), and an empty durable one. Inbox rows
+    /// appended since the last tick (durable in the append log, see [`wal`]) are thus freed
+    /// before the durable commit and never written to the data file; deleted *in* the durable
+    /// commit, redb would write them first. Any durable commit holds the first one whole, so
+    /// the rows never go without the checkpoints that applied them.
     pub fn commit_tick(&self, tick: &TickCommit) -> Result<(), StoreError> {
         self.with(|db| {
-            let txn = durable(db)?;
+            let mut txn = db.begin_write()?;
+            txn.set_durability(Durability::None)?;
             {
                 let mut state = txn.open_table(ALERT_STATE)?;
                 for (id, bytes) in &tick.checkpoints {
@@ -648,7 +677,14 @@ impl Store {
                     }
                 }
             }
-            self.commit_durable(txn)?;
+            if let Some(through) = tick.prune_through {
+                applied_and_prune(&txn, through, tick.prune_rows)?;
+            }
+            txn.commit()?;
+            let mut release = db.begin_write()?;
+            release.set_durability(Durability::None)?;
+            release.commit()?;
+            self.commit_durable(durable(db)?)?;
             Ok(())
         })
     }
@@ -673,13 +709,7 @@ impl Store {
             txn.set_durability(Durability::None)?;
             let done;
             let expiry = {
-                let mut meta = txn.open_table(META)?;
-                let applied = meta.get(META_APPLIED)?.map(|v| v.value()).unwrap_or(0);
-                if through > applied {
-                    meta.insert(META_APPLIED, through)?;
-                }
-                drop(meta);
-                let rows_done = inbox::prune(&txn, through, max_rows)?;
+                let rows_done = applied_and_prune(&txn, through, max_rows)?;
                 // Whole runs of client ids expire; over the cap, the oldest go early.
                 let expiry = self.inner.ids.expire(&txn, expire_ids_before_ms, max_ids)?;
                 done = rows_done && !expiry.more;
