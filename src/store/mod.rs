@@ -203,6 +203,8 @@ struct Inner {
     /// The highest append-log LSN a durable redb commit is known to hold: the log starts over
     /// once it covers every record written.
     durable_lsn: std::sync::atomic::AtomicU64,
+    /// The bytes redb wrote to the data file since it was (re)opened.
+    redb_written: Mutex<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 fn durable(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
@@ -237,12 +239,18 @@ fn decode<T: serde::de::DeserializeOwned>(
 impl Store {
     /// Opens or creates the data file, creating tables and checking the schema version.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let (db, wal, durable_lsn) = open_db(path)?;
+        let Opened {
+            db,
+            wal,
+            held: durable_lsn,
+            written,
+        } = open_db(path)?;
         let silences = load_silences(&db)?;
         let ids = ids::Ids::load(&db)?;
         let inner = Arc::new(Inner {
             wal: Mutex::new(wal),
             durable_lsn: durable_lsn.into(),
+            redb_written: Mutex::new(written),
             db: RwLock::new(Some(Arc::new(db))),
             path: path.to_path_buf(),
             failed: AtomicBool::new(false),
@@ -287,7 +295,12 @@ impl Store {
         }
         // Drop our handle; operations still holding one finish first, so retry until free.
         slot.take();
-        let (db, wal, durable_lsn) = open_db(&self.inner.path).map_err(|e| match e {
+        let Opened {
+            db,
+            wal,
+            held: durable_lsn,
+            written,
+        } = open_db(&self.inner.path).map_err(|e| match e {
             StoreError::Locked { .. } => {
                 StoreError::Db("the data file is being reopened after a storage error".into())
             }
@@ -296,6 +309,11 @@ impl Store {
         let db = Arc::new(db);
         tracing::warn!(path = %self.inner.path.display(), "data file reopened after a storage error");
         *self.inner.wal.lock().expect("wal lock is never poisoned") = wal;
+        *self
+            .inner
+            .redb_written
+            .lock()
+            .expect("counter lock is never poisoned") = written;
         self.inner
             .durable_lsn
             .fetch_max(durable_lsn, Ordering::AcqRel);
@@ -318,9 +336,18 @@ impl Store {
     }
 }
 
-/// Opens the data file, brings its schema up to date and replays the append log into it;
-/// returns it with the emptied log and the LSN it now holds.
-fn open_db(path: &Path) -> Result<(Database, wal::Wal, u64), StoreError> {
+/// An open data file with its append log.
+struct Opened {
+    db: Database,
+    /// Emptied: what it held is in the data file.
+    wal: wal::Wal,
+    /// The append-log LSN the data file holds.
+    held: u64,
+    written: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Opens the data file, brings its schema up to date and replays the append log into it.
+fn open_db(path: &Path) -> Result<Opened, StoreError> {
     {
         crate::permissions::private_data_file(path).map_err(|message| StoreError::Open {
             path: path.to_path_buf(),
@@ -328,9 +355,11 @@ fn open_db(path: &Path) -> Result<(Database, wal::Wal, u64), StoreError> {
         })?;
         // redb caches up to 1 GiB by default; alertd's hot set (recent inbox, outbox, checkpoints)
         // is small, and an edge host's memory is not.
+        let file = written::CountingFile::open(path)?;
+        let written = file.counter();
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
-            .create_with_backend(written::CountingFile::open(path)?)
+            .create_with_backend(file)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
                     path: path.to_path_buf(),
@@ -386,8 +415,13 @@ fn open_db(path: &Path) -> Result<(Database, wal::Wal, u64), StoreError> {
             }
         }
         txn.commit()?;
-        let (wal, lsn) = replay(path, &db)?;
-        Ok((db, wal, lsn))
+        let (wal, held) = replay(path, &db)?;
+        Ok(Opened {
+            db,
+            wal,
+            held,
+            written,
+        })
     }
 }
 
@@ -506,6 +540,17 @@ impl Store {
     /// nothing it lacks (see [`wal`]): at a clean stop.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.with(|db| self.commit_durable(durable(db)?))
+    }
+
+    /// The bytes redb wrote to the data file since it was (re)opened (the append log's not
+    /// included), for tests that measure what an operation writes.
+    #[cfg(test)]
+    fn redb_bytes_written(&self) -> u64 {
+        self.inner
+            .redb_written
+            .lock()
+            .expect("counter lock is never poisoned")
+            .load(Ordering::Relaxed)
     }
 
     /// When events were last appended (epoch ms; 0 = not since start).

@@ -73,9 +73,8 @@ impl StorageBackend for CountingFile {
 }
 
 impl CountingFile {
-    /// The bytes written through this backend so far (the metric sums every file's), for tests
-    /// that measure what one commit writes.
-    #[cfg(test)]
+    /// The bytes written through this backend so far (the metric sums every file's, the append
+    /// log's included), for tests that measure what one commit writes.
     pub(super) fn counter(&self) -> Arc<AtomicU64> {
         self.1.clone()
     }
