@@ -50,7 +50,7 @@ impl Store {
             let mut log = Body::default();
             let mut txn = db.begin_write()?;
             let mut outcomes = Vec::with_capacity(requests.len());
-            let ids = {
+            let (ids, direct) = {
                 let mut meta = txn.open_table(META)?;
                 let mut inbox = txn.open_table(INBOX)?;
                 let mut seq = super::inbox::last_seq(&meta, &inbox)?;
@@ -92,14 +92,16 @@ impl Store {
                     &mut log,
                 )?;
                 let ids = ids.write_log(&mut log)?;
-                if !log.is_empty() {
+                // Small commits are made durable by the append log, large ones by redb (see
+                // [`super::wal`]); one that inserted nothing needs neither. Only a logged one
+                // takes an LSN (a large one writes no meta row, so its commit dirties no meta
+                // page).
+                let logged = !log.is_empty() && wal.fits(&log);
+                if logged {
                     meta.insert(META_WAL_LSN, lsn)?;
                 }
-                ids
+                (ids, !log.is_empty() && !logged)
             };
-            // Small commits are made durable by the append log, large ones by redb (see
-            // [`super::wal`]); one that inserted nothing needs neither.
-            let direct = !log.is_empty() && !wal.fits(&log);
             txn.set_durability(if direct {
                 Durability::Immediate
             } else {
@@ -107,8 +109,9 @@ impl Store {
             })?;
             txn.commit()?;
             if direct {
-                self.inner.durable_lsn.fetch_max(lsn, Ordering::AcqRel);
-                wal.committed_durably();
+                // It holds every commit before it, so every record logged.
+                self.inner.durable_lsn.fetch_max(lsn - 1, Ordering::AcqRel);
+                wal.committed_durably(false);
             } else if !log.is_empty() {
                 if let Err(e) = wal.append(&log) {
                     // The rows are committed but not durable: a durable commit makes them so;
@@ -117,7 +120,7 @@ impl Store {
                     tracing::warn!(error = %e, "append log write failed; committing durably instead");
                     durable(db)?.commit()?;
                     self.inner.durable_lsn.fetch_max(lsn, Ordering::AcqRel);
-                    wal.committed_durably();
+                    wal.committed_durably(true);
                 }
             }
             ids.committed();

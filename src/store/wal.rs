@@ -236,10 +236,10 @@ impl Wal {
         }
     }
 
-    /// The commit of LSN [`Self::next_lsn`] was a durable redb commit: it holds every record,
-    /// so the log starts over.
-    pub(super) fn committed_durably(&mut self) {
-        self.next += 1;
+    /// A durable redb commit holds every record, so the log starts over; `took_lsn` when that
+    /// commit wrote [`Self::next_lsn`] to `meta.wal_lsn` (its record could not be written).
+    pub(super) fn committed_durably(&mut self, took_lsn: bool) {
+        self.next += u64::from(took_lsn);
         self.offset = 0;
         self.written = 0;
     }
