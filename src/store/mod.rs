@@ -461,6 +461,22 @@ fn replay(path: &Path, db: &Database) -> Result<(wal::Wal, u64), StoreError> {
             "the append log does not continue the data file (restored from a backup?); ignored");
         records.clear();
     }
+    // Its first event must be the file's next one too: an older alertd that ignores the log may
+    // have appended meanwhile (a downgrade after a crash).
+    let first_seq = records
+        .iter()
+        .flat_map(|r| &r.rows)
+        .find(|row| row.table == wal::Table::Inbox)
+        .and_then(|row| row.value.get(..8))
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    if let Some(first) = first_seq {
+        let last = inbox::last_seq(&txn.open_table(META)?, &txn.open_table(INBOX)?)?;
+        if first != last + 1 {
+            tracing::warn!(log = %log.display(), last_seq = last, first_seq = first,
+                "the append log's events do not follow the data file's; ignored");
+            records.clear();
+        }
+    }
     let mut lsn = held;
     if let Some(last) = records.last() {
         lsn = last.lsn;

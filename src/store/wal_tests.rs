@@ -156,6 +156,16 @@ fn a_log_replays_only_when_it_continues_the_file() {
         2,
         "LSN 2 is held already: not replayed"
     );
+    drop(store);
+    // LSN 3 continues the file, but its event 2 does not follow the file's last one.
+    write_log(&path, 2, &[2]);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.last_seq().unwrap(), 2);
+    assert_eq!(store.read_inbox(0, 10).unwrap()[1].1.id, "e2");
+    drop(store);
+    write_log(&path, 2, &[3]);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.last_seq().unwrap(), 3, "event 3 follows: replayed");
 }
 
 #[test]
