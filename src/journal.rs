@@ -1,6 +1,7 @@
 //! The journal actor: durable, group-committed appends to the inbox.
 //!
-//! HTTP handlers send validated batches. While one commit (one fsync) runs on a blocking thread,
+//! HTTP handlers send validated batches. While one commit (one fsync: of the append log for a
+//! small commit, of the data file for a large one; see `store::wal`) runs on a blocking thread,
 //! newly arriving batches wait; when it ends they are all committed together in the next
 //! transaction. Each request is answered only after its commit, and the stored events are then
 //! forwarded to the router in sequence order.

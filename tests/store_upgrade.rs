@@ -2,7 +2,8 @@
 //! this one: nothing they hold is lost, they are upgraded to the current schema, and the tables
 //! added since work in them. Schema 1: the first release (before silences). Schema 3 (two
 //! files): remembered client ids in time buckets, per-event inbox rows, and a per-event alert's
-//! open bucket inside its checkpoint.
+//! open bucket inside its checkpoint. Schema 6: the previous release's file, before the append
+//! log.
 
 mod common;
 
@@ -230,6 +231,65 @@ fn a_schema_3_file_keeps_its_remembered_ids_deliveries_checkpoints_and_dead_lett
             T0 + 400_001,
             WINDOW,
         )
+        .unwrap();
+    assert_eq!(out[0].duplicates, 1);
+}
+
+/// The previous release's file (schema 6, no append log): everything it holds is intact, it
+/// stays schema 6, and appends made durable by the new append log survive a restart of the store
+/// opened on it.
+#[test]
+fn a_schema_6_file_of_the_previous_release_keeps_everything_and_takes_the_append_log() {
+    const WINDOW: i64 = 600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_named(dir.path(), "store-schema6.redb");
+    assert_eq!(schema_of(&path), 6, "the fixture is a schema-6 file");
+    let ev = |store: &Store, cid: &str| {
+        let mut e = store.read_inbox(0, 1).unwrap()[0].1.clone();
+        e.id = uuid::Uuid::now_v7().to_string();
+        alertd::store::NewEvent {
+            client_id: Some(alertd::store::ClientId::new("default", cid)),
+            event: e,
+        }
+    };
+    {
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 8);
+        assert_eq!(store.applied_through().unwrap(), 1);
+        let inbox = store.read_inbox(0, 10).unwrap();
+        assert_eq!(inbox.len(), 7);
+        assert_eq!(inbox[6].1.id, "fixture-s6-b");
+        let cps = store.load_checkpoints().unwrap();
+        let cp = AlertState::decode_checkpoint("legacy", &cps["legacy"]).unwrap();
+        assert_eq!(cp.applied_seq, 1);
+        let delivered = store
+            .list_deliveries(DeliveryStatus::Delivered, 10)
+            .unwrap();
+        assert_eq!(delivered.len(), 1);
+        let pending = store.load_outbox().unwrap();
+        assert_eq!(
+            (pending.len(), pending[0].attempts, pending[0].last_status),
+            (1, 2, Some(503))
+        );
+        let dead = store.list_deliveries(DeliveryStatus::Dead, 10).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+        // Ids in runs (from schema 3) and in the id log (the previous release's last append).
+        assert_eq!(store.remembered_ids(), 7);
+        let retry = vec![ev(&store, "s6a"), ev(&store, "r1"), ev(&store, "new-1")];
+        let out = store.append(vec![retry], T0 + 401_000, WINDOW).unwrap();
+        assert_eq!((out[0].duplicates, out[0].stored.len()), (2, 1));
+    }
+    assert!(
+        path.with_extension("redb.wal").exists(),
+        "the small append went through the append log"
+    );
+    assert_eq!(schema_of(&path), 6, "no schema change");
+    // Reopened: the appended event and its id are there.
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.last_seq().unwrap(), 9);
+    let out = store
+        .append(vec![vec![ev(&store, "new-1")]], T0 + 402_000, WINDOW)
         .unwrap();
     assert_eq!(out[0].duplicates, 1);
 }

@@ -9,9 +9,9 @@
 //! last sequence number its last key.
 //!
 //! A chunk holds at most [`CHUNK_EVENTS`] events, and a commit's events are cut into chunks
-//! that fill their leaf pages (see [`chunk_target`]): at a few requests a second every commit is
-//! a durable transaction of its own, and a chunk that half-fills a page twice its size doubled
-//! what the events cost on disk.
+//! that fill their leaf pages (see [`chunk_target`]): when redb writes them (a durable commit
+//! before they are pruned; small commits are otherwise made durable by the append log, see
+//! [`super::wal`]), a chunk that half-fills a page twice its size doubles what they cost.
 //!
 //! Pruning deletes whole chunks at or below the point every alert has applied; a chunk that
 //! straddles it stays until the alerts pass its end (readers skip what they have applied).

@@ -1,7 +1,8 @@
 //! The redb store: every table definition and every transaction alertd runs.
 //!
-//! Nothing else in the crate opens a transaction. Each public method is one durable write
-//! transaction (one fsync) or one read transaction, and is synchronous: callers run it on a
+//! Nothing else in the crate opens a transaction. Each public method is durable when it returns
+//! (a durable redb commit, or for small appends a non-durable one plus an fsynced record in the
+//! append log, see [`wal`]) or is one read transaction, and is synchronous: callers run it on a
 //! blocking thread, never on the async workers. Keys are big-endian integers or UUIDv7 values
 //! as `u128`, so ranges scan in time order.
 
