@@ -2731,8 +2731,8 @@ fn render(ctx: &Ctx, runs: usize, took: Duration) -> String {
     );
     let _ = writeln!(
         s,
-        "Semantics differ: alertd answers 202 only after the events are fsynced in redb (one group \
-         commit per batch of concurrent requests); Alertmanager keeps alerts in memory, answers 200 \
+        "Semantics differ: alertd answers 202 only after the events are fsynced (one group commit \
+         per batch of concurrent requests: its append-log record, or redb when large); Alertmanager keeps alerts in memory, answers 200 \
          without any fsync (it snapshots to disk every 15 min), and de-duplicates by label set. The \
          Alertmanager load uses 100,000 distinct label sets (100 pre-built bodies), so after the \
          first pass it updates existing alerts instead of adding new ones."
