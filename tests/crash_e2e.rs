@@ -651,6 +651,12 @@ async fn sigterm_drains_and_pending_deliveries_resume_at_next_start() {
     assert_eq!(rows.len(), 1, "pending after restart: {v}\n{}", d.logs());
     assert_eq!(rows[0]["id"], first[0].json()["id"]);
     assert_eq!(rows[0]["attempts"], 1);
+    // A clean stop leaves everything in the data file: nothing to replay from the append log.
+    assert!(
+        !d.logs().contains("restored from the append log"),
+        "{}",
+        d.logs()
+    );
 }
 
 #[tokio::test]
