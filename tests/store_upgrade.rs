@@ -143,6 +143,28 @@ fn tables_of(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// What the schema-3 fixture holds besides its events and ids (and every file made from it):
+/// the first release's checkpoint of `legacy`, one delivered, one pending (2 attempts, last
+/// 503) and one dead delivery (HTTP 500).
+fn assert_schema_3_history(store: &Store) {
+    let cps = store.load_checkpoints().unwrap();
+    let cp = AlertState::decode_checkpoint("legacy", &cps["legacy"]).unwrap();
+    assert_eq!(cp.applied_seq, 1);
+    let delivered = store
+        .list_deliveries(DeliveryStatus::Delivered, 10)
+        .unwrap();
+    assert_eq!(delivered.len(), 1);
+    let pending = store.load_outbox().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].attempts, pending[0].last_status),
+        (2, Some(503))
+    );
+    let dead = store.list_deliveries(DeliveryStatus::Dead, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+}
+
 #[test]
 fn a_schema_3_file_keeps_its_remembered_ids_deliveries_checkpoints_and_dead_letters() {
     const WINDOW: i64 = 600_000;
@@ -160,22 +182,7 @@ fn a_schema_3_file_keeps_its_remembered_ids_deliveries_checkpoints_and_dead_lett
         let inbox = store.read_inbox(0, 10).unwrap();
         assert_eq!(inbox.len(), 5);
         assert_eq!(inbox[4].1.id, "fixture-default-r3");
-        let cps = store.load_checkpoints().unwrap();
-        let cp = AlertState::decode_checkpoint("legacy", &cps["legacy"]).unwrap();
-        assert_eq!(cp.applied_seq, 1);
-        let delivered = store
-            .list_deliveries(DeliveryStatus::Delivered, 10)
-            .unwrap();
-        assert_eq!(delivered.len(), 1);
-        let pending = store.load_outbox().unwrap();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(
-            (pending[0].attempts, pending[0].last_status),
-            (2, Some(503))
-        );
-        let dead = store.list_deliveries(DeliveryStatus::Dead, 10).unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+        assert_schema_3_history(&store);
         assert_eq!(store.list_quarantine(10).unwrap().1, 0);
         // Every remembered id (in two bucket widths: "c1" from schema 1, the rest from
         // schema 3, one in another workspace) is still a duplicate; a new id is not.
@@ -259,21 +266,7 @@ fn a_schema_6_file_of_the_previous_release_keeps_everything_and_takes_the_append
         let inbox = store.read_inbox(0, 10).unwrap();
         assert_eq!(inbox.len(), 7);
         assert_eq!(inbox[6].1.id, "fixture-s6-b");
-        let cps = store.load_checkpoints().unwrap();
-        let cp = AlertState::decode_checkpoint("legacy", &cps["legacy"]).unwrap();
-        assert_eq!(cp.applied_seq, 1);
-        let delivered = store
-            .list_deliveries(DeliveryStatus::Delivered, 10)
-            .unwrap();
-        assert_eq!(delivered.len(), 1);
-        let pending = store.load_outbox().unwrap();
-        assert_eq!(
-            (pending.len(), pending[0].attempts, pending[0].last_status),
-            (1, 2, Some(503))
-        );
-        let dead = store.list_deliveries(DeliveryStatus::Dead, 10).unwrap();
-        assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 500"));
+        assert_schema_3_history(&store);
         // Ids in runs (from schema 3) and in the id log (the previous release's last append).
         assert_eq!(store.remembered_ids(), 7);
         let retry = vec![ev(&store, "s6a"), ev(&store, "r1"), ev(&store, "new-1")];
