@@ -26,11 +26,11 @@ pub struct KeyedRequest {
 }
 
 impl Store {
-    /// Appends groups of events in one transaction, durable when this returns, like [`Store::append`], with one
-    /// de-duplication id per group: a group whose key was seen within the window is dropped
-    /// whole (counted as duplicates); otherwise its key is remembered and its events are stored,
-    /// except those whose own client id is a duplicate. A group without a key is exactly an
-    /// `append` request.
+    /// Appends groups of events in one transaction, durable when this returns, like
+    /// [`Store::append`], with one de-duplication id per group: a group whose key was seen
+    /// within the window is dropped whole (counted as duplicates); otherwise its key is
+    /// remembered and its events are stored, except those whose own client id is a duplicate.
+    /// A group without a key is exactly an `append` request.
     ///
     /// A key is also looked up as `<key>#<n>` for the first event `n` without its own id (never
     /// written): the previous release remembered a multi-event message by one id per event, so

@@ -538,8 +538,9 @@ impl Store {
         &self.inner.path
     }
 
-    /// Appends several requests' events in one durable transaction, assigning sequence numbers
-    /// and dropping client ids seen within the de-duplication window.
+    /// Appends several requests' events in one transaction, durable when this returns (see
+    /// [`wal`]), assigning sequence numbers and dropping client ids seen within the
+    /// de-duplication window.
     pub fn append(
         &self,
         requests: Vec<Vec<NewEvent>>,
