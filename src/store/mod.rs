@@ -2,7 +2,7 @@
 //!
 //! Nothing else in the crate opens a transaction. Each public method is durable when it returns
 //! (a durable redb commit, or for small appends a non-durable one plus an fsynced record in the
-//! append log, see [`wal`]) or is one read transaction, and is synchronous: callers run it on a
+//! append log, see the `wal` module) or is one read transaction, and is synchronous: callers run it on a
 //! blocking thread, never on the async workers. Keys are big-endian integers or UUIDv7 values
 //! as `u128`, so ranges scan in time order.
 
@@ -71,9 +71,9 @@ const META_SCHEMA: &str = "schema_version";
 const META_LAST_SEQ: &str = "last_seq";
 const META_APPLIED: &str = "applied_through";
 /// A random id given to the data file at creation: the append log names it in every record, so
-/// a log is never replayed into another file (see [`wal`]).
+/// a log is never replayed into another file (see the `wal` module).
 const META_FILE_ID: &str = "file_id";
-/// The LSN of the last append-log record this file holds (see [`wal`]).
+/// The LSN of the last append-log record this file holds (see the `wal` module).
 const META_WAL_LSN: &str = "wal_lsn";
 
 /// A store failure, worded for the operator.
@@ -199,7 +199,7 @@ struct Inner {
     silence_writes: Mutex<()>,
     /// Remembered client ids' in-memory index (see [`ids`]).
     ids: ids::Ids,
-    /// The append log of small journal commits (see [`wal`]); replaced when the file is reopened.
+    /// The append log of small journal commits (see the `wal` module); replaced when the file is reopened.
     wal: Mutex<wal::Wal>,
     /// The highest append-log LSN a durable redb commit is known to hold: the log starts over
     /// once it covers every record written.
@@ -216,7 +216,7 @@ fn durable(db: &Database) -> Result<redb::WriteTransaction, StoreError> {
 
 impl Store {
     /// Commits a durable transaction and notes the append-log records it holds, so the log can
-    /// start over (see [`wal`]). Used by the commits that come regularly (ticks, delivery
+    /// start over (see the `wal` module). Used by the commits that come regularly (ticks, delivery
     /// results); any other durable commit holds them too, it is just not noted.
     fn commit_durable(&self, txn: redb::WriteTransaction) -> Result<(), StoreError> {
         let lsn = txn
@@ -442,7 +442,7 @@ fn applied_and_prune(
     inbox::prune(txn, through, max_rows)
 }
 
-/// Inserts again the append-log records the data file lacks (see [`wal`]), durably, and empties
+/// Inserts again the append-log records the data file lacks (see the `wal` module), durably, and empties
 /// the log; returns it with the LSN the file now holds.
 fn replay(path: &Path, db: &Database) -> Result<(wal::Wal, u64), StoreError> {
     let log = wal::path_for(path);
@@ -539,7 +539,7 @@ impl Store {
     }
 
     /// Appends several requests' events in one transaction, durable when this returns (see
-    /// [`wal`]), assigning sequence numbers and dropping client ids seen within the
+    /// the `wal` module), assigning sequence numbers and dropping client ids seen within the
     /// de-duplication window.
     pub fn append(
         &self,
@@ -555,7 +555,7 @@ impl Store {
     }
 
     /// Makes every commit so far durable in the data file itself, so the append log holds
-    /// nothing it lacks (see [`wal`]): at a clean stop.
+    /// nothing it lacks (see the `wal` module): at a clean stop.
     pub fn sync(&self) -> Result<(), StoreError> {
         self.with(|db| self.commit_durable(durable(db)?))
     }
@@ -711,7 +711,7 @@ impl Store {
     ///
     /// It is three commits: the tick's writes without durability, an empty one (redb releases
     /// pages a non-durable commit freed at the next one), and an empty durable one. Inbox rows
-    /// appended since the last tick (durable in the append log, see [`wal`]) are thus freed
+    /// appended since the last tick (durable in the append log, see the `wal` module) are thus freed
     /// before the durable commit and never written to the data file; deleted *in* the durable
     /// commit, redb would write them first. Any durable commit holds the first one whole, so
     /// the rows never go without the checkpoints that applied them.
