@@ -2,8 +2,8 @@
 //!
 //! Nothing else in the crate opens a transaction. Each public method is durable when it returns
 //! (a durable redb commit, or for small appends a non-durable one plus an fsynced record in the
-//! append log, see the `wal` module) or is one read transaction, and is synchronous: callers run it on a
-//! blocking thread, never on the async workers. Keys are big-endian integers or UUIDv7 values
+//! append log, see the `wal` module) or is one read transaction, and is synchronous: callers
+//! run it on a blocking thread, never on the async workers. Keys are big-endian integers or UUIDv7 values
 //! as `u128`, so ranges scan in time order.
 
 mod id_probe;
@@ -199,7 +199,8 @@ struct Inner {
     silence_writes: Mutex<()>,
     /// Remembered client ids' in-memory index (see [`ids`]).
     ids: ids::Ids,
-    /// The append log of small journal commits (see the `wal` module); replaced when the file is reopened.
+    /// The append log of small journal commits (see the `wal` module); replaced when the file
+    /// is reopened.
     wal: Mutex<wal::Wal>,
     /// The highest append-log LSN a durable redb commit is known to hold: the log starts over
     /// once it covers every record written.
@@ -442,8 +443,8 @@ fn applied_and_prune(
     inbox::prune(txn, through, max_rows)
 }
 
-/// Inserts again the append-log records the data file lacks (see the `wal` module), durably, and empties
-/// the log; returns it with the LSN the file now holds.
+/// Inserts again the append-log records the data file lacks (see the `wal` module), durably,
+/// and empties the log; returns it with the LSN the file now holds.
 fn replay(path: &Path, db: &Database) -> Result<(wal::Wal, u64), StoreError> {
     let log = wal::path_for(path);
     let txn = durable(db)?;
@@ -711,9 +712,9 @@ impl Store {
     ///
     /// It is three commits: the tick's writes without durability, an empty one (redb releases
     /// pages a non-durable commit freed at the next one), and an empty durable one. Inbox rows
-    /// appended since the last tick (durable in the append log, see the `wal` module) are thus freed
-    /// before the durable commit and never written to the data file; deleted *in* the durable
-    /// commit, redb would write them first. Any durable commit holds the first one whole, so
+    /// appended since the last tick (durable in the append log, see the `wal` module) are thus
+    /// freed before the durable commit and never written to the data file; deleted *in* the
+    /// durable commit, redb would write them first. Any durable commit holds the first one whole, so
     /// the rows never go without the checkpoints that applied them.
     pub fn commit_tick(&self, tick: &TickCommit) -> Result<(), StoreError> {
         self.with(|db| {
