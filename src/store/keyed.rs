@@ -74,6 +74,7 @@ impl Store {
                         }
                     }
                     outcome.stored.reserve(request.events.len());
+                    ids.warm(request.events.iter().filter_map(|e| e.client_id.as_ref()));
                     for new in request.events {
                         if let Some(cid) = &new.client_id {
                             if ids.is_duplicate_id(cid)? {
