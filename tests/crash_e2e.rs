@@ -133,8 +133,9 @@ async fn post_raw(port: u16, body: &str, traffic: &Traffic) -> Sent {
 }
 
 /// Posts every batch, each retried until accepted as a real client would (same client ids).
-async fn generate(port: u16, batches: Vec<String>, traffic: Arc<Traffic>) {
-    for body in batches {
+async fn generate(port: u16, batches: Vec<String>, traffic: Arc<Traffic>, min_kills: usize) {
+    let n = batches.len().max(1);
+    for (b, body) in batches.into_iter().enumerate() {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             match post_raw(port, &body, &traffic).await {
@@ -143,8 +144,16 @@ async fn generate(port: u16, batches: Vec<String>, traffic: Arc<Traffic>) {
                     traffic
                         .duplicates
                         .fetch_add(v["duplicates"].as_u64().unwrap(), Ordering::SeqCst);
-                    // A steady client, not a flood: ingest spans many kill rounds.
+                    // A steady client, not a flood: ingest spans many kill rounds. It also keeps
+                    // pace with the killer (each batch waits up to 300 ms for its share of
+                    // `min_kills + 1` kills), so on a machine that accepts batches faster than
+                    // it restarts alertd, ingest still lasts for the kills the test asserts.
                     tokio::time::sleep(Duration::from_millis(20)).await;
+                    let want = ((b + 1) * (min_kills + 1) / n) as u64;
+                    let until = Instant::now() + Duration::from_millis(300);
+                    while traffic.kills.load(Ordering::SeqCst) < want && Instant::now() < until {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                     break;
                 }
                 Sent::Answered(503, _) | Sent::Refused | Sent::Interrupted => {}
@@ -285,7 +294,7 @@ async fn torture(env: &[(&str, &str)], reloads: bool) {
         .collect();
     let prompts = prompt_ids.len() as u64;
     let traffic = Arc::new(Traffic::default());
-    let gen = tokio::spawn(generate(d.port, bodies, traffic.clone()));
+    let gen = tokio::spawn(generate(d.port, bodies, traffic.clone(), min_kills));
 
     // The killer. Each round waits for the daemon to be ready, then kills it either a random
     // moment after the next request went on the wire (0 to 2 round trips: often mid-request)
