@@ -381,45 +381,64 @@ async fn emptying_the_token_file_and_reloading_keeps_auth_on() {
 #[tokio::test]
 async fn listening_beyond_loopback_without_a_token_warns_at_start_and_on_reload() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
     let cfg = dir.path().join("alertd.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[server]\nlisten = \"0.0.0.0:{port}\"\n[storage]\npath = \"{}\"\n",
-            dir.path().join("alertd.redb").display()
-        ),
-    )
-    .unwrap();
     let log = dir.path().join("alertd.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_alertd"))
-        .args(["run", "-c", cfg.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
     let warnings = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .matches("WITHOUT a bearer token")
             .count()
     };
-    eventually(
-        Duration::from_secs(20),
-        "the daemon and its start warning",
-        || {
-            let url = format!("{base}/healthz");
-            let n = warnings();
-            async move {
-                let up = reqwest::get(url).await.is_ok_and(|r| r.status() == 200);
-                (up && n >= 1).then_some(())
+    // 0.0.0.0:<port> also collides with any socket on that port, an outgoing connection of
+    // another test included: a start that exits (its port was taken) is retried on a new port.
+    let mut attempt = 0;
+    let (mut child, base) = loop {
+        attempt += 1;
+        let port = common::free_port();
+        std::fs::write(
+            &cfg,
+            format!(
+                "[server]\nlisten = \"0.0.0.0:{port}\"\n[storage]\npath = \"{}\"\n",
+                dir.path().join("alertd.redb").display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_alertd"))
+            .args(["run", "-c", cfg.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exited = loop {
+            let up = reqwest::get(format!("{base}/healthz"))
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if up && warnings() >= 1 {
+                break false;
             }
-        },
-    )
-    .await;
+            if child.try_wait().unwrap().is_some() {
+                break true;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the daemon and its start warning:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if !exited {
+            break (child, base);
+        }
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            attempt < 5 && said.contains("in use"),
+            "alertd exited at start:\n{said}"
+        );
+    };
     let r = reqwest::Client::new()
         .post(format!("{base}/v1/reload"))
         .send()
