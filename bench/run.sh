@@ -6,6 +6,7 @@
 #   bench/run.sh --quick    one short run of each scenario (≈ 3 min)
 #   extra arguments are passed to `bench all` (e.g. --only ingest,e2e --runs 3, --idle-secs 30)
 #
+# PEREVENT_SECS=60 lengthens the per-event disk-write load (group perevent; 10 s quick, 30 s full).
 # Scenario groups for --only: ceiling, ingest, shipped, e2e, delivery, recovery, scale, ticks,
 # fanout, noproject, storage, perevent, and am (the Alertmanager peer's ingest and end-to-end).
 #

@@ -229,7 +229,11 @@ pub(crate) fn perevent(ctx: &mut Ctx) -> Fut<'_> {
 
 async fn perevent_run(ctx: &mut Ctx, variant: &str, alerts: &str) -> Res<()> {
     {
-        let load_s = if ctx.a.quick { 10 } else { 30 };
+        // PEREVENT_SECS sets a longer load, to see whether the write ratio has settled.
+        let load_s: usize = std::env::var("PEREVENT_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if ctx.a.quick { 10 } else { 30 });
         // 15 events every 100 ms: 150 events/s.
         let (per, every) = (15usize, Duration::from_millis(100));
         let scen = format!(
