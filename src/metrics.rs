@@ -547,6 +547,7 @@ pub fn render() -> String {
 /// The data file's write volume and what per-event alerts keep in it (issue 21).
 struct StoreIoMetrics {
     written: Counter,
+    row_bytes: Family<Labels, Counter>,
     bucket_items: Gauge,
 }
 
@@ -557,6 +558,12 @@ fn store_io_metrics(registry: &mut Registry) -> StoreIoMetrics {
         "Bytes written to the data file (pages and headers redb writes; fsyncs not counted)",
         written.clone(),
     );
+    let row_bytes = Family::<Labels, Counter>::default();
+    registry.register(
+        "store_row_bytes",
+        "Bytes of the values inserted into each table (before redb's page overhead): which data the disk writes follow",
+        row_bytes.clone(),
+    );
     let bucket_items = Gauge::default();
     registry.register(
         "bucket_items",
@@ -565,6 +572,7 @@ fn store_io_metrics(registry: &mut Registry) -> StoreIoMetrics {
     );
     StoreIoMetrics {
         written,
+        row_bytes,
         bucket_items,
     }
 }
@@ -572,6 +580,14 @@ fn store_io_metrics(registry: &mut Registry) -> StoreIoMetrics {
 /// Counts bytes written to the data file.
 pub fn store_bytes_written(n: u64) {
     M.store_io.written.inc_by(n);
+}
+
+/// Counts the bytes of values inserted into one table.
+pub fn store_row_bytes(table: &'static str, n: u64) {
+    M.store_io
+        .row_bytes
+        .get_or_create(&vec![("table", table.to_string())])
+        .inc_by(n);
 }
 
 /// Sets how many events the open buckets of per-event alerts keep.

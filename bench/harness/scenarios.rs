@@ -331,6 +331,25 @@ async fn perevent_run(ctx: &mut Ctx, variant: &str, alerts: &str) -> Res<()> {
                 (x1 - x0) / took / 1024.0,
             );
         }
+        // Where the writes come from: the values inserted per table (before page overhead).
+        let name = "alertd_store_row_bytes_total";
+        for (table, metric) in [
+            ("inbox", "inbox values inserted KiB/s"),
+            ("bucket_items", "bucket_items values inserted KiB/s"),
+            ("alert_state", "alert_state values inserted KiB/s"),
+            ("outbox", "outbox values inserted KiB/s"),
+            ("delivery_log", "delivery_log values inserted KiB/s"),
+        ] {
+            let filter = format!("table=\"{table}\"");
+            let at = |m: &str| metric_opt(m, name, &filter).unwrap_or(0.0);
+            rep.add(
+                g,
+                &scen,
+                "alertd",
+                metric,
+                (at(&m1) - at(&m0)) / took / 1024.0,
+            );
+        }
         rep.add(g, &scen, "alertd", "tick mean ms", d.mean() * 1000.0);
         rep.add(
             g,

@@ -477,7 +477,7 @@ impl<'t, 's> IdBatch<'t, 's> {
                 for k in chunk {
                     row.extend_from_slice(k);
                 }
-                log.insert(st.next_log, row.as_slice())?;
+                log.insert(st.next_log, super::counted("id_log", &row))?;
                 wal.row(super::wal::Table::IdLog, st.next_log, &row);
                 st.active.through_log = st.next_log;
                 st.next_log += 1;
@@ -575,7 +575,10 @@ fn write_blocks(
             let off = (at - min_ms).clamp(0, u32::MAX as i64) as u32;
             block.extend_from_slice(&off.to_be_bytes());
         }
-        table.insert(u128::from_be_bytes(chunk[0].0), block.as_slice())?;
+        table.insert(
+            u128::from_be_bytes(chunk[0].0),
+            super::counted("id_runs", &block),
+        )?;
     }
     Ok(())
 }

@@ -83,7 +83,7 @@ pub(super) fn insert<'a>(
             value.clear();
             value.extend_from_slice(&window[start].0.to_le_bytes());
             codec::seq_into(&mut value, end - start, &bytes[begin..ends[end - 1]]);
-            inbox.insert(window[end - 1].0, value.as_slice())?;
+            inbox.insert(window[end - 1].0, super::counted("inbox", &value))?;
             log.row(super::wal::Table::Inbox, window[end - 1].0, &value);
             start = end;
         }

@@ -40,7 +40,10 @@ pub(super) fn commit(txn: &redb::WriteTransaction, tick: &TickCommit) -> Result<
         // Another alert may have stored the same event already: a read is cheaper than
         // rewriting the page.
         if items.get(*seq)?.is_none() {
-            items.insert(*seq, codec::encode(event.as_ref()).as_slice())?;
+            items.insert(
+                *seq,
+                super::counted("bucket_items", &codec::encode(event.as_ref())),
+            )?;
         }
     }
     let mut floors = txn.open_table(BUCKET_ITEM_FLOORS)?;

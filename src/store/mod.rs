@@ -231,6 +231,13 @@ impl Store {
     }
 }
 
+/// Counts a value about to be inserted into `table` (`alertd_store_row_bytes_total`), so the
+/// disk writes can be traced to the data behind them.
+fn counted<'a>(table: &'static str, bytes: &'a [u8]) -> &'a [u8] {
+    crate::metrics::store_row_bytes(table, bytes.len() as u64);
+    bytes
+}
+
 fn decode<T: serde::de::DeserializeOwned>(
     table: &'static str,
     bytes: &[u8],
@@ -723,17 +730,20 @@ impl Store {
             {
                 let mut state = txn.open_table(ALERT_STATE)?;
                 for (id, bytes) in &tick.checkpoints {
-                    state.insert(id.as_str(), bytes.as_slice())?;
+                    state.insert(id.as_str(), counted("alert_state", bytes))?;
                 }
                 let mut outbox = txn.open_table(OUTBOX)?;
                 for d in &tick.deliveries {
-                    outbox.insert(d.key(), codec::encode(d).as_slice())?;
+                    outbox.insert(d.key(), counted("outbox", &codec::encode(d)))?;
                 }
                 items::commit(&txn, tick)?;
                 if !tick.suppressed.is_empty() {
                     let mut log = txn.open_table(SUPPRESSED_LOG)?;
                     for s in &tick.suppressed {
-                        log.insert(s.delivery.key(), codec::encode(s).as_slice())?;
+                        log.insert(
+                            s.delivery.key(),
+                            counted("suppressed_log", &codec::encode(s)),
+                        )?;
                     }
                     let excess = log.len()?.saturating_sub(tick.suppressed_log_size as u64);
                     for _ in 0..excess {
@@ -880,17 +890,17 @@ impl Store {
                     match r {
                         DeliveryResult::Delivered(d) => {
                             outbox.remove(d.key())?;
-                            log.insert(d.key(), codec::encode(d).as_slice())?;
+                            log.insert(d.key(), counted("delivery_log", &codec::encode(d)))?;
                         }
                         DeliveryResult::Retry(d) => {
                             // A row that left the outbox meanwhile (e.g. purged) stays gone.
                             if outbox.get(d.key())?.is_some() {
-                                outbox.insert(d.key(), codec::encode(d).as_slice())?;
+                                outbox.insert(d.key(), counted("outbox", &codec::encode(d)))?;
                             }
                         }
                         DeliveryResult::Dead(d) => {
                             outbox.remove(d.key())?;
-                            dead.insert(d.key(), codec::encode(d).as_slice())?;
+                            dead.insert(d.key(), counted("dead_letters", &codec::encode(d)))?;
                         }
                     }
                 }
@@ -959,7 +969,7 @@ impl Store {
                         d.last_error = None;
                         d.last_status = None;
                         let mut outbox = txn.open_table(OUTBOX)?;
-                        outbox.insert(d.key(), codec::encode(&d).as_slice())?;
+                        outbox.insert(d.key(), counted("outbox", &codec::encode(&d)))?;
                         Some(d)
                     }
                 }
