@@ -242,15 +242,18 @@ fn a_schema_3_file_keeps_its_remembered_ids_deliveries_checkpoints_and_dead_lett
     assert_eq!(out[0].duplicates, 1);
 }
 
-/// The previous release's file (schema 6, no append log): everything it holds is intact, it
-/// stays schema 6, and appends made durable by the new append log survive a restart of the store
-/// opened on it.
+/// The previous release's file (schema 6, no append log, bodies inside delivery rows): everything
+/// it holds is intact, it is upgraded to schema 7 (bodies moved apart, unchanged), and appends
+/// made durable by the new append log survive a restart of the store opened on it.
 #[test]
 fn a_schema_6_file_of_the_previous_release_keeps_everything_and_takes_the_append_log() {
     const WINDOW: i64 = 600_000;
     let dir = tempfile::tempdir().unwrap();
     let path = copy_named(dir.path(), "store-schema6.redb");
     assert_eq!(schema_of(&path), 6, "the fixture is a schema-6 file");
+    let bodies_before = delivery_bodies_inline(&path);
+    assert_eq!(bodies_before.len(), 3, "pending, dead and delivered");
+    assert!(bodies_before.iter().all(|(_, b)| !b.is_empty()));
     let ev = |store: &Store, cid: &str| {
         let mut e = store.read_inbox(0, 1).unwrap()[0].1.clone();
         e.id = uuid::Uuid::now_v7().to_string();
@@ -267,6 +270,15 @@ fn a_schema_6_file_of_the_previous_release_keeps_everything_and_takes_the_append
         assert_eq!(inbox.len(), 7);
         assert_eq!(inbox[6].1.id, "fixture-s6-b");
         assert_schema_3_history(&store);
+        let mut bodies_after: Vec<(String, String)> =
+            [DeliveryStatus::Dead, DeliveryStatus::Delivered]
+                .into_iter()
+                .flat_map(|s| store.list_deliveries(s, 10).unwrap())
+                .chain(store.load_outbox().unwrap())
+                .map(|d| (d.id, d.body))
+                .collect();
+        bodies_after.sort();
+        assert_eq!(bodies_after, bodies_before, "every body survives the move");
         // Ids in runs (from schema 3) and in the id log (the previous release's last append).
         assert_eq!(store.remembered_ids(), 7);
         let retry = vec![ev(&store, "s6a"), ev(&store, "r1"), ev(&store, "new-1")];
@@ -277,7 +289,14 @@ fn a_schema_6_file_of_the_previous_release_keeps_everything_and_takes_the_append
         path.with_extension("redb.wal").exists(),
         "the small append went through the append log"
     );
-    assert_eq!(schema_of(&path), 6, "no schema change");
+    assert_eq!(schema_of(&path), alertd::store::SCHEMA_VERSION);
+    assert!(tables_of(&path).contains(&"delivery_bodies".to_string()));
+    assert!(
+        delivery_bodies_inline(&path)
+            .iter()
+            .all(|(_, b)| b.is_empty()),
+        "the rows no longer hold their bodies"
+    );
     // Reopened: the appended event and its id are there.
     let store = Store::open(&path).unwrap();
     assert_eq!(store.last_seq().unwrap(), 9);
@@ -285,6 +304,25 @@ fn a_schema_6_file_of_the_previous_release_keeps_everything_and_takes_the_append
         .append(vec![vec![ev(&store, "new-1")]], T0 + 402_000, WINDOW)
         .unwrap();
     assert_eq!(out[0].duplicates, 1);
+}
+
+/// Every delivery row's id and body as stored in the row itself (bodies inline before schema 7),
+/// sorted by id; read with redb directly, not through the store.
+fn delivery_bodies_inline(path: &Path) -> Vec<(String, String)> {
+    let db = redb::Database::open(path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let mut out = Vec::new();
+    for name in ["outbox", "dead_letters", "delivery_log"] {
+        let def: redb::TableDefinition<u128, &[u8]> = redb::TableDefinition::new(name);
+        let t = txn.open_table(def).unwrap();
+        for r in redb::ReadableTable::iter(&t).unwrap() {
+            let (_, v) = r.unwrap();
+            let d: alertd::delivery::Delivery = alertd::codec::decode(v.value()).unwrap();
+            out.push((d.id, d.body));
+        }
+    }
+    out.sort();
+    out
 }
 
 /// The schema-3 fixture's delivery ids (minted in order by the tool that wrote it).

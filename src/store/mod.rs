@@ -6,6 +6,7 @@
 //! run it on a blocking thread, never on the async workers. Keys are big-endian integers or UUIDv7 values
 //! as `u128`, so ranges scan in time order.
 
+mod bodies;
 mod id_probe;
 mod ids;
 pub use id_probe::ClientId;
@@ -48,8 +49,10 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// time-bucketed tables. 4: client ids in a log and sorted runs ([`ids`]). 5: the inbox holds
 /// one row per journal commit (`inbox_chunks`, see [`inbox`]). 6: per-event alerts' bucket items
 /// stored once (`bucket_items`, `bucket_item_floors`, see [`items`]) and checkpoints that
-/// reference them (older checkpoints, with their items inline, are read as they are).
-pub const SCHEMA_VERSION: u64 = 6;
+/// reference them (older checkpoints, with their items inline, are read as they are). 7:
+/// notification bodies stored once, deflated, apart from the outbox, dead-letter and delivery-log
+/// rows ([`bodies`]); the upgrade moves every stored body out of its row.
+pub const SCHEMA_VERSION: u64 = 7;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
@@ -398,6 +401,7 @@ fn open_db(path: &Path) -> Result<Opened, StoreError> {
                     })
                 }
                 Some(v) if v < SCHEMA_VERSION => {
+                    bodies::create_tables(&txn)?;
                     migrate(&txn, v)?;
                     meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
                     tracing::info!(path = %path.display(), from = v, to = SCHEMA_VERSION, "data file schema upgraded");
@@ -416,9 +420,17 @@ fn open_db(path: &Path) -> Result<Opened, StoreError> {
             txn.open_table(SUPPRESSED_LOG)?;
             txn.open_table(QUARANTINE)?;
             txn.open_table(QUARANTINE_BYTES)?;
+            bodies::create_tables(&txn)?;
             ids::prepare(&txn)?;
             items::create_tables(&txn)?;
             crate::quarantine::sweep(&txn)?;
+            let orphans = bodies::sweep_orphans(&txn)?;
+            if orphans > 0 {
+                tracing::warn!(
+                    bodies = orphans,
+                    "deleted notification bodies no delivery row names"
+                );
+            }
             if meta.get(META_FILE_ID)?.is_none() {
                 meta.insert(META_FILE_ID, rand::random::<u64>())?;
             }
@@ -519,6 +531,9 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
     ids::migrate(txn, from)?;
     if from < 5 {
         inbox::migrate(txn)?;
+    }
+    if from < 7 {
+        bodies::migrate(txn)?;
     }
     Ok(())
 }
@@ -733,8 +748,9 @@ impl Store {
                     state.insert(id.as_str(), counted("alert_state", bytes))?;
                 }
                 let mut outbox = txn.open_table(OUTBOX)?;
+                let mut bodies = txn.open_table(bodies::BODIES)?;
                 for d in &tick.deliveries {
-                    outbox.insert(d.key(), counted("outbox", &codec::encode(d)))?;
+                    outbox.insert(d.key(), counted("outbox", &bodies::row(&mut bodies, d)?))?;
                 }
                 items::commit(&txn, tick)?;
                 if !tick.suppressed.is_empty() {
@@ -859,13 +875,17 @@ impl Store {
         self.with(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(OUTBOX)?;
+            let bodies = txn.open_table(bodies::BODIES)?;
             let mut out = Vec::new();
             for row in table.iter()? {
                 let (k, v) = row?;
                 // Unreadable rows were quarantined at open; one corrupted since is skipped
                 // (and quarantined at the next start) rather than stopping the engine.
-                match decode("outbox", v.value()) {
-                    Ok(d) => out.push(d),
+                match decode::<Delivery>("outbox", v.value()) {
+                    Ok(mut d) => {
+                        bodies::fill(&bodies, &mut d)?;
+                        out.push(d)
+                    }
                     Err(e) => tracing::error!(key = k.value(), error = %e, "skipping an unreadable outbox row"),
                 }
             }
@@ -886,27 +906,33 @@ impl Store {
                 let mut outbox = txn.open_table(OUTBOX)?;
                 let mut dead = txn.open_table(DEAD_LETTERS)?;
                 let mut log = txn.open_table(DELIVERY_LOG)?;
+                let mut bodies = txn.open_table(bodies::BODIES)?;
                 for r in results {
                     match r {
                         DeliveryResult::Delivered(d) => {
                             outbox.remove(d.key())?;
-                            log.insert(d.key(), counted("delivery_log", &codec::encode(d)))?;
+                            let row = bodies::row(&mut bodies, d)?;
+                            log.insert(d.key(), counted("delivery_log", &row))?;
                         }
                         DeliveryResult::Retry(d) => {
                             // A row that left the outbox meanwhile (e.g. purged) stays gone.
                             if outbox.get(d.key())?.is_some() {
-                                outbox.insert(d.key(), counted("outbox", &codec::encode(d)))?;
+                                let row = bodies::row(&mut bodies, d)?;
+                                outbox.insert(d.key(), counted("outbox", &row))?;
                             }
                         }
                         DeliveryResult::Dead(d) => {
                             outbox.remove(d.key())?;
-                            dead.insert(d.key(), counted("dead_letters", &codec::encode(d)))?;
+                            let row = bodies::row(&mut bodies, d)?;
+                            dead.insert(d.key(), counted("dead_letters", &row))?;
                         }
                     }
                 }
                 let excess = log.len()?.saturating_sub(log_size as u64);
                 for _ in 0..excess {
-                    log.pop_first()?;
+                    if let Some((k, _)) = log.pop_first()? {
+                        bodies::forget(&mut bodies, k.value())?;
+                    }
                 }
             }
             self.commit_durable(txn)?;
@@ -928,11 +954,15 @@ impl Store {
                 DeliveryStatus::Delivered => ("delivery_log", DELIVERY_LOG),
             };
             let table = txn.open_table(def)?;
+            let bodies = txn.open_table(bodies::BODIES)?;
             let mut out = Vec::new();
             for row in table.iter()?.rev().take(limit) {
                 let (k, v) = row?;
-                match decode(name, v.value()) {
-                    Ok(d) => out.push(d),
+                match decode::<Delivery>(name, v.value()) {
+                    Ok(mut d) => {
+                        bodies::fill(&bodies, &mut d)?;
+                        out.push(d)
+                    }
                     Err(e) => {
                         tracing::error!(table = name, key = k.value(), error = %e, "skipping an unreadable row; it is quarantined at the next start")
                     }
@@ -968,8 +998,11 @@ impl Store {
                         d.next_attempt_ms = now_ms;
                         d.last_error = None;
                         d.last_status = None;
+                        let mut bodies = txn.open_table(bodies::BODIES)?;
+                        bodies::fill(&bodies, &mut d)?;
+                        let row = bodies::row(&mut bodies, &d)?;
                         let mut outbox = txn.open_table(OUTBOX)?;
-                        outbox.insert(d.key(), counted("outbox", &codec::encode(&d)))?;
+                        outbox.insert(d.key(), counted("outbox", &row))?;
                         Some(d)
                     }
                 }
@@ -1018,10 +1051,13 @@ impl Store {
                         _ => DELIVERY_LOG,
                     };
                     let table = txn.open_table(def)?;
-                    let rows: Vec<(u128, usize)> = table
-                        .iter()?
-                        .map(|r| r.map(|(k, v)| (k.value(), v.value().len())))
-                        .collect::<Result<_, _>>()?;
+                    let bodies = txn.open_table(bodies::BODIES)?;
+                    let mut rows: Vec<(u128, usize)> = Vec::new();
+                    for r in table.iter()? {
+                        let (k, v) = r?;
+                        let k = k.value();
+                        rows.push((k, v.value().len() + bodies::stored_len(&bodies, k)?));
+                    }
                     plan.push((rule, crate::retention::plan(&rows, rule, now_ms)));
                 }
             }
@@ -1037,9 +1073,11 @@ impl Store {
                         _ => DELIVERY_LOG,
                     };
                     let mut table = txn.open_table(def)?;
+                    let mut bodies = txn.open_table(bodies::BODIES)?;
                     let (mut age, mut bytes) = (0, 0);
                     for (key, reason) in p {
                         if table.remove(*key)?.is_some() {
+                            bodies::forget(&mut bodies, *key)?;
                             if *reason == "age" {
                                 age += 1
                             } else {
