@@ -582,16 +582,131 @@ fn trace_bodies_in(count: usize, per: usize, project: &str) -> Vec<Bytes> {
 fn guardrail_line(n: usize, out: &mut String) {
     let head = format!("match {n}: ");
     // {"excerpt":"…"} is 14 bytes around the text.
-    let filler: String = "lorem ipsum dolor sit amet "
-        .chars()
-        .cycle()
-        .take(500 - 14 - head.len())
-        .collect();
+    let filler = prose(n as u64, 500 - 14 - head.len());
     let _ = write!(
         out,
         r#"{{"kind":"guardrail","project":"proj-{}","trace_id":"g-{n}","name":"pii","result":"failed","details":{{"excerpt":"{head}{filler}"}}}}"#,
         n % PROJECTS
     );
+}
+
+/// `len` bytes of text that compress about as much as a chat transcript does (deflate: 2–3×),
+/// different for every `seed`: words drawn from a small vocabulary, with numbers, phone numbers
+/// and e-mail addresses. A repeated phrase would flatter anything that compresses bodies.
+fn prose(seed: u64, len: usize) -> String {
+    const WORDS: &[&str] = &[
+        "the",
+        "customer",
+        "asked",
+        "about",
+        "order",
+        "refund",
+        "account",
+        "number",
+        "email",
+        "phone",
+        "address",
+        "please",
+        "send",
+        "my",
+        "card",
+        "ending",
+        "in",
+        "to",
+        "for",
+        "and",
+        "with",
+        "was",
+        "not",
+        "delivered",
+        "yesterday",
+        "support",
+        "agent",
+        "called",
+        "name",
+        "is",
+        "billing",
+        "invoice",
+        "password",
+        "reset",
+        "social",
+        "security",
+        "date",
+        "of",
+        "birth",
+        "street",
+        "city",
+        "passport",
+        "license",
+        "contact",
+        "me",
+        "at",
+        "on",
+        "call",
+        "back",
+        "today",
+        "urgent",
+        "payment",
+        "failed",
+        "again",
+        "bank",
+        "transfer",
+        "routing",
+        "Maria",
+        "Chen",
+        "Okafor",
+        "Lindqvist",
+        "Dubois",
+        "Tanaka",
+        "Patel",
+        "Nguyen",
+        "Rossi",
+        "Berlin",
+        "Lagos",
+        "Osaka",
+        "Lyon",
+        "Austin",
+        "Pune",
+        "shipping",
+        "label",
+        "warranty",
+        "replacement",
+        "subscription",
+        "cancel",
+        "upgrade",
+        "plan",
+        "trial",
+        "discount",
+        "code",
+    ];
+    // splitmix64: deterministic, so every run sends the same bytes.
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    let mut next = move || {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut s = String::with_capacity(len + 40);
+    while s.len() < len {
+        let r = next();
+        match r % 12 {
+            0 => write!(s, "{} ", r % 100_000),
+            1 => write!(s, "+1-555-{:04} ", r % 10_000),
+            2 => write!(
+                s,
+                "{}.{}{}@example.com ",
+                WORDS[(r >> 8) as usize % WORDS.len()],
+                WORDS[(r >> 20) as usize % WORDS.len()],
+                r % 100
+            ),
+            _ => write!(s, "{} ", WORDS[(r >> 8) as usize % WORDS.len()]),
+        }
+        .expect("writing to a String cannot fail");
+    }
+    s.truncate(len);
+    s
 }
 
 fn am_alert(n: usize, out: &mut String) {

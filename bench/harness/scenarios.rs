@@ -339,6 +339,7 @@ async fn perevent_run(ctx: &mut Ctx, variant: &str, alerts: &str) -> Res<()> {
             ("alert_state", "alert_state values inserted KiB/s"),
             ("outbox", "outbox values inserted KiB/s"),
             ("delivery_log", "delivery_log values inserted KiB/s"),
+            ("delivery_bodies", "delivery_bodies values inserted KiB/s"),
         ] {
             let filter = format!("table=\"{table}\"");
             let at = |m: &str| metric_opt(m, name, &filter).unwrap_or(0.0);
