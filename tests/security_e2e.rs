@@ -709,9 +709,14 @@ async fn dead_ids(d: &Daemon) -> Vec<String> {
 /// Makes one more dead letter (a prompt event, refused by the receiver with 400) and returns
 /// its id.
 async fn one_more_dead_letter(d: &Daemon, i: usize) -> String {
+    use base64::Engine as _;
     let before = dead_ids(d).await.first().cloned();
+    // Random text: bodies are stored deflated, and a repeated letter would shrink to nothing.
+    let text: String = (0..48)
+        .map(|_| base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>()))
+        .collect();
     d.send(&[serde_json::json!({"kind": "prompt_created",
-        "prompt": {"id": format!("p{i}"), "text": "z".repeat(1200)}})])
+        "prompt": {"id": format!("p{i}"), "text": text}})])
         .await;
     eventually(Duration::from_secs(20), "a new dead letter", || async {
         let newest = dead_ids(d).await.first().cloned();
@@ -734,7 +739,7 @@ async fn dead_letters_are_pruned_by_total_bytes_oldest_first() {
     for i in 0..6 {
         seen.push(one_more_dead_letter(&d, i).await);
     }
-    // Each row is over 1.2 KiB (its body alone): at most two fit in 3 KiB, the newest.
+    // Each row is over 1.5 KiB (its deflated body alone): at most two fit in 3 KiB, the newest.
     let kept = eventually(Duration::from_secs(20), "pruning by bytes", || async {
         let ids = dead_ids(&d).await;
         (ids.len() <= 2).then_some(ids)
