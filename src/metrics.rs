@@ -547,6 +547,7 @@ pub fn render() -> String {
 /// The data file's write volume and what per-event alerts keep in it (issue 21).
 struct StoreIoMetrics {
     written: Counter,
+    commit_bytes: Family<Labels, Counter>,
     row_bytes: Family<Labels, Counter>,
     bucket_items: Gauge,
 }
@@ -557,6 +558,12 @@ fn store_io_metrics(registry: &mut Registry) -> StoreIoMetrics {
         "store_bytes_written",
         "Bytes written to the data file (pages and headers redb writes; fsyncs not counted)",
         written.clone(),
+    );
+    let commit_bytes = Family::<Labels, Counter>::default();
+    registry.register(
+        "store_commit_bytes",
+        "Bytes written to the store's files, by what they were written for: append (events committed to the data file), append_log, tick, delivery_results, ids (sealing client ids), housekeeping (pruning, retention, compaction), other",
+        commit_bytes.clone(),
     );
     let row_bytes = Family::<Labels, Counter>::default();
     registry.register(
@@ -572,14 +579,19 @@ fn store_io_metrics(registry: &mut Registry) -> StoreIoMetrics {
     );
     StoreIoMetrics {
         written,
+        commit_bytes,
         row_bytes,
         bucket_items,
     }
 }
 
-/// Counts bytes written to the data file.
-pub fn store_bytes_written(n: u64) {
+/// Counts bytes written to the store's files, for the kind of `commit` that wrote them.
+pub fn store_bytes_written(n: u64, commit: &'static str) {
     M.store_io.written.inc_by(n);
+    M.store_io
+        .commit_bytes
+        .get_or_create(&vec![("commit", commit.to_string())])
+        .inc_by(n);
 }
 
 /// Counts the bytes of values inserted into one table.

@@ -331,6 +331,28 @@ async fn perevent_run(ctx: &mut Ctx, variant: &str, alerts: &str) -> Res<()> {
                 (x1 - x0) / took / 1024.0,
             );
         }
+        // Which commits wrote them.
+        let name = "alertd_store_commit_bytes_total";
+        for (commit, metric) in [
+            ("append_log", "written by append-log records KiB/s"),
+            ("append", "written by event commits KiB/s"),
+            ("tick", "written by tick commits KiB/s"),
+            (
+                "delivery_results",
+                "written by delivery-result commits KiB/s",
+            ),
+            ("housekeeping", "written by housekeeping KiB/s"),
+        ] {
+            let filter = format!("commit=\"{commit}\"");
+            let at = |m: &str| metric_opt(m, name, &filter).unwrap_or(0.0);
+            rep.add(
+                g,
+                &scen,
+                "alertd",
+                metric,
+                (at(&m1) - at(&m0)) / took / 1024.0,
+            );
+        }
         // Where the writes come from: the values inserted per table (before page overhead).
         let name = "alertd_store_row_bytes_total";
         for (table, metric) in [

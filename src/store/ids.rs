@@ -627,6 +627,7 @@ impl Store {
     /// Returns whether more sealing work is waiting. Not fsynced on its own: the next append's
     /// commit makes it durable, and if it is lost in a crash the log rows are still there.
     pub(super) fn seal_step(&self) -> Result<bool, StoreError> {
+        let _w = super::written::attribute("ids");
         let ids = &self.inner.ids;
         let mut slot = ids.build.lock().expect("build lock is never poisoned");
         let generation = lock(&ids.state).generation;

@@ -42,6 +42,7 @@ impl Store {
         now_ms: i64,
         dedup_window_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let _w = super::written::attribute("append");
         let r = self.with(|db| {
             // Held from the transaction to the log write: records go in commit order.
             let mut wal = self.inner.wal.lock().expect("wal lock is never poisoned");

@@ -624,6 +624,7 @@ impl Store {
     /// while it runs (so it is run at start-up or when the store is idle), and it gives up if
     /// operations in flight do not finish within a second. Returns the space before and after.
     pub fn compact_if_worthwhile(&self) -> Result<Option<(Space, Space)>, StoreError> {
+        let _w = written::attribute("housekeeping");
         let before = self.space()?;
         if before.file_bytes < 2 * before.live_bytes
             || before.file_bytes - before.live_bytes < 4 * 1024 * 1024
@@ -739,6 +740,7 @@ impl Store {
     /// durable commit, redb would write them first. Any durable commit holds the first one whole, so
     /// the rows never go without the checkpoints that applied them.
     pub fn commit_tick(&self, tick: &TickCommit) -> Result<(), StoreError> {
+        let _w = written::attribute("tick");
         self.with(|db| {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::None)?;
@@ -794,6 +796,7 @@ impl Store {
         max_ids: u64,
         max_rows: usize,
     ) -> Result<bool, StoreError> {
+        let _w = written::attribute("housekeeping");
         let done = self.with(|db| {
             let mut txn = db.begin_write()?;
             txn.set_durability(Durability::None)?;
@@ -900,6 +903,7 @@ impl Store {
         results: &[DeliveryResult],
         log_size: usize,
     ) -> Result<(), StoreError> {
+        let _w = written::attribute("delivery_results");
         self.with(|db| {
             let txn = durable(db)?;
             {
@@ -1041,6 +1045,7 @@ impl Store {
         rules: &[crate::retention::Retention],
         now_ms: i64,
     ) -> Result<Vec<(&'static str, &'static str, u64)>, StoreError> {
+        let _w = written::attribute("housekeeping");
         self.with(|db| {
             let mut plan = Vec::new();
             {

@@ -265,7 +265,8 @@ impl Wal {
             .write_all_at(buf, self.offset)
             .and_then(|_| self.file.sync_data())
             .map_err(|e| io_error(&self.path, "cannot write the append log", e))?;
-        crate::metrics::store_bytes_written(buf.len() as u64);
+        let _log = super::written::attribute("append_log");
+        super::written::count(buf.len() as u64);
         self.offset += buf.len() as u64;
         self.written = lsn;
         self.next = lsn + 1;

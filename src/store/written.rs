@@ -7,9 +7,37 @@
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
+use std::cell::Cell;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+thread_local! {
+    /// What the commit running on this thread is for (see [`attribute`]).
+    static COMMIT: Cell<&'static str> = const { Cell::new("other") };
+}
+
+/// Names what the writes made on this thread are for until the guard drops
+/// (`alertd_store_commit_bytes_total{commit}`). redb writes a transaction's pages in its commit,
+/// on the committing thread, so this tells which kind of commit wears the disk, which the
+/// per-table value counts cannot (they miss redb's page and tree overhead).
+pub(super) fn attribute(commit: &'static str) -> Attributed {
+    Attributed(COMMIT.replace(commit))
+}
+
+/// Restores the previous name when dropped.
+pub(super) struct Attributed(&'static str);
+
+impl Drop for Attributed {
+    fn drop(&mut self) {
+        COMMIT.set(self.0);
+    }
+}
+
+/// Counts bytes written to a file of the store, for the commit running on this thread.
+pub(super) fn count(n: u64) {
+    crate::metrics::store_bytes_written(n, COMMIT.get());
+}
 
 /// redb's file backend with a write counter.
 #[derive(Debug)]
@@ -35,7 +63,7 @@ impl StorageBackend for CountingFile {
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
         self.0.write(offset, data)?;
         self.1.fetch_add(data.len() as u64, Ordering::Relaxed);
-        crate::metrics::store_bytes_written(data.len() as u64);
+        count(data.len() as u64);
         Ok(())
     }
 
