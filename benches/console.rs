@@ -191,6 +191,7 @@ fn rendered() {
                 last_status: Some(200),
                 last_error: None,
                 finished_ms: Some(now - i * 1000 + 40),
+                listed: Vec::new(),
             };
             DeliveryRow::new(&d, Status::Delivered, None, &Redactor::new(&[]))
         })

@@ -352,9 +352,11 @@ impl SchedulerState {
                 let prune_to = through.map(|t| registry.prune_point().unwrap_or(t));
                 drop(registry);
                 if !commit.deliveries.is_empty() {
-                    let _ = self
-                        .dispatcher
-                        .cast(DispatcherMsg::Enqueue(commit.deliveries));
+                    let mut deliveries = commit.deliveries;
+                    for d in &mut deliveries {
+                        d.listed = Vec::new();
+                    }
+                    let _ = self.dispatcher.cast(DispatcherMsg::Enqueue(deliveries));
                 }
                 if let Some(p) = prune_to {
                     self.start_pruning(myself, p, now, &config);

@@ -112,6 +112,7 @@ mod tests {
             last_status: None,
             last_error: None,
             finished_ms: None,
+            listed: Vec::new(),
         };
         let text = "echo: hdr-value Bearer tok-123 tok-123 abcd1234 services/T1/B2/XYZ";
         let got = redact(text, &delivery_secrets(&d));

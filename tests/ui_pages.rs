@@ -161,6 +161,7 @@ fn delivery(k: u32, status: Status) -> DeliveryRow {
         last_error: (status == Status::Dead).then(|| "HTTP 500: internal error".to_string()),
         finished_ms: matches!(status, Status::Delivered | Status::Dead)
             .then_some(NOW - (k as i64) * 3 * MIN + 240),
+        listed: Vec::new(),
     };
     let silence =
         (status == Status::Suppressed).then(|| "0193b000-0000-7000-8000-000000000001".to_string());

@@ -40,6 +40,11 @@ pub struct Delivery {
     pub last_error: Option<String>,
     /// When it was delivered or dead-lettered.
     pub finished_ms: Option<i64>,
+    /// The events' objects `body` embeds verbatim, as the notification listed them. Not stored
+    /// with the row: the tick's commit uses them to store each object once for all the bodies it
+    /// writes (see `store::bodies`), and the scheduler drops them after that commit.
+    #[serde(skip)]
+    pub listed: Vec<String>,
 }
 
 /// Per-alert TLS settings a delivery is sent with.
@@ -151,6 +156,7 @@ impl Delivery {
             last_status: None,
             last_error: None,
             finished_ms: None,
+            listed: Vec::new(),
         }
     }
 

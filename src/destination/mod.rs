@@ -99,6 +99,11 @@ pub fn prepare(n: &Notification, alert: &AlertSpec, ctx: &Context) -> Delivery {
         ctx.max_retries,
     );
     d.tls = tls_options(alert);
+    // The general and PagerDuty bodies embed the events' objects as they are (Slack rewrites
+    // them): the store can keep each once for every body of a tick.
+    if alert.destination != DestinationKind::Slack {
+        d.listed = n.items.clone();
+    }
     d
 }
 

@@ -1,90 +1,287 @@
-//! Notification bodies, stored once per notification and compressed (schema 7).
+//! Notification bodies, stored apart from their rows and shared within a tick (schema 7).
 //!
 //! A notification's body is most of its bytes (a per-event alert's body lists its events'
-//! details), and it never changes (DESIGN §9). Stored inline, it was written into the outbox when
+//! objects), and it never changes (DESIGN §9). Stored inline, it was written into the outbox when
 //! the notification was decided and again into the delivery log when it was delivered: on the
 //! 2,000-alert per-event bench the two copies were 94 % of all value bytes. So `outbox`,
-//! `dead_letters` and `delivery_log` rows hold the delivery without its body, and the body sits in
-//! `delivery_bodies` under the same key from the decision until the row leaves the last of those
-//! tables. Moving a notification between them rewrites only its small row. Bodies are deflated
-//! (JSON text shrinks several times) when that saves space.
+//! `dead_letters` and `delivery_log` rows hold the delivery without its body, and
+//! `delivery_bodies` holds the body under the same key from the decision until the row leaves the
+//! last of those tables: moving a notification between them rewrites only its small row.
+//!
+//! The bodies a tick decides are stored together, as one deflated *pack*: every event object
+//! the bodies embed verbatim ([`Delivery::listed`]) is kept once in the pack, however many
+//! bodies list it (an event that reaches 20 alerts was written 20 times), and each body is the
+//! text around those objects. Its `delivery_bodies` row then only names the pack and its place
+//! in it. A pack lives while any of its bodies does (`delivery_body_pack_refs` counts them). A
+//! body moved to the dead letters is copied out of its pack first, so a dead letter kept for
+//! days holds no pack. A lone body is stored by itself, deflated when that saves space.
 
 use super::{counted, Delivery, StoreError, DEAD_LETTERS, DELIVERY_LOG, OUTBOX};
 use flate2::read::DeflateDecoder;
 use flate2::write::DeflateEncoder;
 use flate2::Compression;
-use redb::{ReadableTable, TableDefinition};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::rc::Rc;
 
-/// Notification key (as in `outbox`) → tag byte + body ([`RAW`] or [`DEFLATE`]).
+/// Notification key (as in `outbox`) → tag byte + the body ([`RAW`], [`DEFLATE`]) or where it
+/// sits in a pack ([`PACKED`]: pack id and index, big-endian).
 pub(super) const BODIES: TableDefinition<u128, &[u8]> = TableDefinition::new("delivery_bodies");
+/// Pack id (the key of its first body) → the deflated [`Pack`].
+const PACKS: TableDefinition<u128, &[u8]> = TableDefinition::new("delivery_body_packs");
+/// Pack id → how many `delivery_bodies` rows still point into it.
+const PACK_REFS: TableDefinition<u128, u64> = TableDefinition::new("delivery_body_pack_refs");
 
 /// The body as written.
 const RAW: u8 = 0;
 /// The body deflated.
 const DEFLATE: u8 = 1;
+/// The body is in a pack.
+const PACKED: u8 = 2;
 
 /// Bodies shorter than this are stored raw: deflate saves little on them.
 const DEFLATE_FROM: usize = 256;
+/// Event objects shorter than this stay in the text around them: a reference would save little.
+const SHARE_FROM: usize = 64;
 
-/// A stored body is never inflated beyond this, so a corrupt row cannot exhaust memory.
-const MAX_BODY: u64 = 64 * 1024 * 1024;
+/// Nothing stored is ever inflated beyond this, so a corrupt row cannot exhaust memory.
+const MAX_INFLATED: u64 = 256 * 1024 * 1024;
 
-/// The bodies table, open for writing.
-pub(super) type Bodies<'t> = redb::Table<'t, u128, &'static [u8]>;
-
-/// Creates the table (at open).
-pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    txn.open_table(BODIES)?;
-    Ok(())
+/// The bodies of one tick: the event objects they share, once each, and every body as the text
+/// around its objects.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Pack<S> {
+    objects: Vec<S>,
+    bodies: Vec<Vec<Piece<S>>>,
 }
 
-/// The row to store for `d` in `outbox`, `dead_letters` or `delivery_log`: `d` without its body.
-/// The body is stored in `bodies` unless it already is (a move between tables rewrites only the
-/// row).
-pub(super) fn row(bodies: &mut Bodies, d: &Delivery) -> Result<Vec<u8>, StoreError> {
-    if !d.body.is_empty() && bodies.get(d.key())?.is_none() {
-        bodies.insert(d.key(), counted("delivery_bodies", &pack(&d.body)))?;
+#[derive(Serialize, Deserialize)]
+pub(super) enum Piece<S> {
+    Text(S),
+    Object(u32),
+}
+
+/// The body tables of a write transaction.
+pub(super) struct Bodies<'t> {
+    bodies: redb::Table<'t, u128, &'static [u8]>,
+    packs: redb::Table<'t, u128, &'static [u8]>,
+    refs: redb::Table<'t, u128, u64>,
+}
+
+impl<'t> Bodies<'t> {
+    pub(super) fn open(txn: &'t redb::WriteTransaction) -> Result<Bodies<'t>, StoreError> {
+        Ok(Bodies {
+            bodies: txn.open_table(BODIES)?,
+            packs: txn.open_table(PACKS)?,
+            refs: txn.open_table(PACK_REFS)?,
+        })
     }
-    Ok(super::codec::encode(&WithoutBody(d)))
+
+    /// Stores the bodies of the deliveries a tick decided (those not stored yet): two or more
+    /// as one pack, a lone one by itself.
+    pub(super) fn store_tick(&mut self, deliveries: &[Delivery]) -> Result<(), StoreError> {
+        let mut new = Vec::new();
+        for d in deliveries {
+            if !d.body.is_empty() && self.bodies.get(d.key())?.is_none() {
+                new.push(d);
+            }
+        }
+        if new.len() < 2 {
+            for d in new {
+                self.store_one(d)?;
+            }
+            return Ok(());
+        }
+        let id = new[0].key();
+        let pack = pack_of(&new);
+        let stored = deflated(&super::codec::encode(&pack));
+        self.packs.insert(id, counted("delivery_bodies", &stored))?;
+        self.refs.insert(id, new.len() as u64)?;
+        for (i, d) in new.iter().enumerate() {
+            let mut row = Vec::with_capacity(21);
+            row.push(PACKED);
+            row.extend_from_slice(&id.to_be_bytes());
+            row.extend_from_slice(&(i as u32).to_be_bytes());
+            self.bodies
+                .insert(d.key(), counted("delivery_bodies", &row))?;
+        }
+        Ok(())
+    }
+
+    fn store_one(&mut self, d: &Delivery) -> Result<(), StoreError> {
+        self.bodies
+            .insert(d.key(), counted("delivery_bodies", &single(&d.body)))?;
+        Ok(())
+    }
+
+    /// The row to store for `d` in `outbox` or `delivery_log`: `d` without its body. The body
+    /// is stored unless it already is (a move between tables rewrites only the row).
+    pub(super) fn row(&mut self, d: &Delivery) -> Result<Vec<u8>, StoreError> {
+        if !d.body.is_empty() && self.bodies.get(d.key())?.is_none() {
+            self.store_one(d)?;
+        }
+        Ok(super::codec::encode(&WithoutBody(d)))
+    }
+
+    /// The row for `d` in `dead_letters`: like [`Bodies::row`], but a body in a pack is copied
+    /// out of it first, so a dead letter kept for days does not keep its tick's pack.
+    pub(super) fn dead_row(&mut self, d: &Delivery) -> Result<Vec<u8>, StoreError> {
+        let packed = self
+            .bodies
+            .get(d.key())?
+            .is_some_and(|v| v.value().first() == Some(&PACKED));
+        if packed && !d.body.is_empty() {
+            self.forget(d.key())?;
+            self.store_one(d)?;
+        }
+        self.row(d)
+    }
+
+    /// Deletes the body of a notification that left every table for good.
+    pub(super) fn forget(&mut self, key: u128) -> Result<(), StoreError> {
+        let pack = match self.bodies.remove(key)? {
+            Some(v) => pack_ref(v.value()),
+            None => None,
+        };
+        if let Some((id, _)) = pack {
+            self.release(id)?;
+        }
+        Ok(())
+    }
+
+    /// One body of pack `id` is gone: the pack goes with its last.
+    fn release(&mut self, id: u128) -> Result<(), StoreError> {
+        let left = self
+            .refs
+            .get(id)?
+            .map_or(0, |v| v.value())
+            .saturating_sub(1);
+        if left == 0 {
+            self.refs.remove(id)?;
+            self.packs.remove(id)?;
+        } else {
+            self.refs.insert(id, left)?;
+        }
+        Ok(())
+    }
+
+    /// Puts the stored body back into `d` (see [`fill`]).
+    pub(super) fn fill(&self, cache: &mut PackCache, d: &mut Delivery) -> Result<(), StoreError> {
+        fill(&self.bodies, &self.packs, cache, d)
+    }
 }
+
+/// The body tables of a read transaction.
+pub(super) struct Reader {
+    bodies: redb::ReadOnlyTable<u128, &'static [u8]>,
+    packs: redb::ReadOnlyTable<u128, &'static [u8]>,
+    refs: redb::ReadOnlyTable<u128, u64>,
+    cache: PackCache,
+}
+
+impl Reader {
+    pub(super) fn open(txn: &redb::ReadTransaction) -> Result<Reader, StoreError> {
+        Ok(Reader {
+            bodies: txn.open_table(BODIES)?,
+            packs: txn.open_table(PACKS)?,
+            refs: txn.open_table(PACK_REFS)?,
+            cache: PackCache::new(),
+        })
+    }
+
+    /// Puts the stored body back into `d` (see [`fill`]).
+    pub(super) fn fill(&mut self, d: &mut Delivery) -> Result<(), StoreError> {
+        fill(&self.bodies, &self.packs, &mut self.cache, d)
+    }
+
+    /// What a body takes on disk (for byte-bounded retention): its row, plus its share of its
+    /// pack; 0 when there is none.
+    pub(super) fn stored_len(&self, key: u128) -> Result<usize, StoreError> {
+        let Some(v) = self.bodies.get(key)? else {
+            return Ok(0);
+        };
+        let row = v.value();
+        Ok(match pack_ref(row) {
+            None => row.len(),
+            Some((id, _)) => {
+                let pack = self.packs.get(id)?.map_or(0, |p| p.value().len());
+                let share = self.refs.get(id)?.map_or(1, |r| r.value().max(1)) as usize;
+                row.len() + pack / share
+            }
+        })
+    }
+}
+
+/// Packs already inflated while reading many rows (e.g. the outbox at start, which holds the
+/// bodies of a few ticks): each is inflated once per read.
+pub(super) type PackCache = HashMap<u128, Rc<Pack<String>>>;
 
 /// Puts the stored body back into `d`, read from a row. A body still inline (a row an older
 /// alertd wrote and the migration could not read) is kept as it is.
-pub(super) fn fill(
+fn fill(
     bodies: &impl ReadableTable<u128, &'static [u8]>,
+    packs: &impl ReadableTable<u128, &'static [u8]>,
+    cache: &mut PackCache,
     d: &mut Delivery,
 ) -> Result<(), StoreError> {
     if !d.body.is_empty() {
         return Ok(());
     }
-    match bodies.get(d.key())? {
-        Some(v) => d.body = unpack(v.value())?,
+    let Some(row) = bodies.get(d.key())? else {
+        tracing::error!(id = %d.id, "a delivery's stored body is missing; it is sent empty");
+        return Ok(());
+    };
+    let row = row.value();
+    let Some((id, index)) = pack_ref(row) else {
+        d.body = unpack(row)?;
+        return Ok(());
+    };
+    let pack = match cache.get(&id) {
+        Some(p) => p.clone(),
         None => {
-            tracing::error!(id = %d.id, "a delivery's stored body is missing; it is sent empty")
+            let stored = packs
+                .get(id)?
+                .ok_or_else(|| bad("a body's pack is missing".into()))?;
+            let raw = inflate(stored.value())?;
+            let p: Rc<Pack<String>> =
+                Rc::new(super::codec::decode(&raw).map_err(|e| bad(e.to_string()))?);
+            cache.insert(id, p.clone());
+            p
+        }
+    };
+    let pieces = pack
+        .bodies
+        .get(index as usize)
+        .ok_or_else(|| bad(format!("no body {index} in its pack")))?;
+    let mut body = String::new();
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => body.push_str(t),
+            Piece::Object(i) => body.push_str(
+                pack.objects
+                    .get(*i as usize)
+                    .ok_or_else(|| bad(format!("no object {i} in a pack")))?,
+            ),
         }
     }
+    d.body = body;
     Ok(())
 }
 
-/// Deletes the body of a notification that left every table for good.
-pub(super) fn forget(bodies: &mut Bodies, key: u128) -> Result<(), StoreError> {
-    bodies.remove(key)?;
+/// Creates the tables (at open).
+pub(super) fn create_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(BODIES)?;
+    txn.open_table(PACKS)?;
+    txn.open_table(PACK_REFS)?;
     Ok(())
-}
-
-/// The stored size of a body (for byte-bounded retention), 0 when there is none.
-pub(super) fn stored_len(
-    bodies: &impl ReadableTable<u128, &'static [u8]>,
-    key: u128,
-) -> Result<usize, StoreError> {
-    Ok(bodies.get(key)?.map_or(0, |v| v.value().len()))
 }
 
 /// 6 → 7: moves every readable delivery's body out of its row. Unreadable rows are left for the
 /// quarantine sweep that follows.
 pub(super) fn migrate(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-    let mut bodies = txn.open_table(BODIES)?;
+    let mut bodies = Bodies::open(txn)?;
     for def in [OUTBOX, DEAD_LETTERS, DELIVERY_LOG] {
         let mut table = txn.open_table(def)?;
         let mut moved = Vec::new();
@@ -95,32 +292,99 @@ pub(super) fn migrate(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
             }
         }
         for (k, d) in moved {
-            table.insert(k, row(&mut bodies, &d)?.as_slice())?;
+            table.insert(k, bodies.row(&d)?.as_slice())?;
         }
     }
     Ok(())
 }
 
-/// Deletes bodies no row names any more (their row was quarantined, or a crash fell between
-/// two steps that an older build did not make atomic). Runs at open.
-pub(super) fn sweep_orphans(txn: &redb::WriteTransaction) -> Result<u64, StoreError> {
-    let mut bodies = txn.open_table(BODIES)?;
+/// Makes the body tables agree with the rows, at open: deletes bodies no row names any more
+/// (their row was quarantined), then recounts every pack's bodies and deletes packs none
+/// points into. Returns how many bodies and packs were deleted.
+pub(super) fn sweep_orphans(txn: &redb::WriteTransaction) -> Result<(u64, u64), StoreError> {
+    let mut b = Bodies::open(txn)?;
     let (outbox, dead, log) = (
         txn.open_table(OUTBOX)?,
         txn.open_table(DEAD_LETTERS)?,
         txn.open_table(DELIVERY_LOG)?,
     );
     let mut orphans = Vec::new();
-    for r in bodies.iter()? {
-        let k = r?.0.value();
+    let mut counts: HashMap<u128, u64> = HashMap::new();
+    for r in b.bodies.iter()? {
+        let (k, v) = r?;
+        let k = k.value();
         if outbox.get(k)?.is_none() && dead.get(k)?.is_none() && log.get(k)?.is_none() {
             orphans.push(k);
+        } else if let Some((id, _)) = pack_ref(v.value()) {
+            *counts.entry(id).or_default() += 1;
         }
     }
     for k in &orphans {
-        bodies.remove(*k)?;
+        b.bodies.remove(*k)?;
     }
-    Ok(orphans.len() as u64)
+    let mut stale = Vec::new();
+    for r in b.packs.iter()? {
+        let id = r?.0.value();
+        if !counts.contains_key(&id) {
+            stale.push(id);
+        }
+    }
+    for id in &stale {
+        b.packs.remove(*id)?;
+    }
+    if b.refs.len()? > 0 || !counts.is_empty() {
+        b.refs.retain(|_, _| false)?;
+        for (id, n) in counts {
+            b.refs.insert(id, n)?;
+        }
+    }
+    Ok((orphans.len() as u64, stale.len() as u64))
+}
+
+/// The pack and index a [`PACKED`] row names.
+fn pack_ref(row: &[u8]) -> Option<(u128, u32)> {
+    if row.len() != 21 || row[0] != PACKED {
+        return None;
+    }
+    let id = u128::from_be_bytes(row[1..17].try_into().ok()?);
+    let index = u32::from_be_bytes(row[17..21].try_into().ok()?);
+    Some((id, index))
+}
+
+/// The pack of `bodies`: each object they list verbatim stored once, the text around them as is.
+fn pack_of<'a>(bodies: &[&'a Delivery]) -> Pack<&'a str> {
+    let mut objects: Vec<&'a str> = Vec::new();
+    let mut index: HashMap<&'a str, u32> = HashMap::new();
+    let mut out = Vec::with_capacity(bodies.len());
+    for d in bodies {
+        let body = d.body.as_str();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for object in d.listed.iter().filter(|o| o.len() >= SHARE_FROM) {
+            let Some(found) = body[at..].find(object.as_str()) else {
+                continue;
+            };
+            let start = at + found;
+            if start > at {
+                pieces.push(Piece::Text(&body[at..start]));
+            }
+            let text = &body[start..start + object.len()];
+            let i = *index.entry(text).or_insert_with(|| {
+                objects.push(text);
+                (objects.len() - 1) as u32
+            });
+            pieces.push(Piece::Object(i));
+            at = start + object.len();
+        }
+        if at < body.len() {
+            pieces.push(Piece::Text(&body[at..]));
+        }
+        out.push(pieces);
+    }
+    Pack {
+        objects,
+        bodies: out,
+    }
 }
 
 /// Serializes a delivery with an empty body without cloning it: the same layout as
@@ -133,15 +397,42 @@ impl serde::Serialize for WithoutBody<'_> {
     }
 }
 
-fn pack(body: &str) -> Vec<u8> {
+fn bad(why: String) -> StoreError {
+    StoreError::Codec {
+        table: "delivery_bodies",
+        source: super::codec::CodecError::Decode(why),
+    }
+}
+
+/// `bytes` deflated, after a [`DEFLATE`] tag.
+fn deflated(bytes: &[u8]) -> Vec<u8> {
+    let mut e = DeflateEncoder::new(vec![DEFLATE], Compression::fast());
+    e.write_all(bytes).expect("writing into a Vec cannot fail");
+    e.finish().expect("writing into a Vec cannot fail")
+}
+
+fn inflate(stored: &[u8]) -> Result<Vec<u8>, StoreError> {
+    match stored.split_first() {
+        Some((&DEFLATE, rest)) => {
+            let mut out = Vec::new();
+            DeflateDecoder::new(rest)
+                .take(MAX_INFLATED)
+                .read_to_end(&mut out)
+                .map_err(|e| bad(e.to_string()))?;
+            Ok(out)
+        }
+        Some((&RAW, rest)) => Ok(rest.to_vec()),
+        Some((tag, _)) => Err(bad(format!("unknown body format {tag}"))),
+        None => Err(bad("empty body row".into())),
+    }
+}
+
+/// A lone body as stored: deflated when that saves space, else raw.
+fn single(body: &str) -> Vec<u8> {
     if body.len() >= DEFLATE_FROM {
-        let mut e = DeflateEncoder::new(vec![DEFLATE], Compression::fast());
-        if e.write_all(body.as_bytes()).is_ok() {
-            if let Ok(out) = e.finish() {
-                if out.len() < body.len() {
-                    return out;
-                }
-            }
+        let out = deflated(body.as_bytes());
+        if out.len() < body.len() {
+            return out;
         }
     }
     let mut out = Vec::with_capacity(body.len() + 1);
@@ -151,24 +442,7 @@ fn pack(body: &str) -> Vec<u8> {
 }
 
 fn unpack(stored: &[u8]) -> Result<String, StoreError> {
-    let bad = |why: String| StoreError::Codec {
-        table: "delivery_bodies",
-        source: super::codec::CodecError::Decode(why),
-    };
-    let bytes = match stored.split_first() {
-        Some((&RAW, rest)) => rest.to_vec(),
-        Some((&DEFLATE, rest)) => {
-            let mut out = Vec::new();
-            DeflateDecoder::new(rest)
-                .take(MAX_BODY)
-                .read_to_end(&mut out)
-                .map_err(|e| bad(e.to_string()))?;
-            out
-        }
-        Some((tag, _)) => return Err(bad(format!("unknown body format {tag}"))),
-        None => return Err(bad("empty body row".into())),
-    };
-    String::from_utf8(bytes).map_err(|e| bad(e.to_string()))
+    String::from_utf8(inflate(stored)?).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]
@@ -198,6 +472,7 @@ mod tests {
             last_status: None,
             last_error: None,
             finished_ms: None,
+            listed: Vec::new(),
         }
     }
 
@@ -292,6 +567,148 @@ mod tests {
         assert_eq!(bodies_len(&store), 1);
     }
 
+    /// Rows and packs as stored: (body rows that point into a pack, packs, pack refs).
+    fn packed(store: &Store) -> (u64, u64, Vec<u64>) {
+        store
+            .with(|db| {
+                let txn = redb::ReadableDatabase::begin_read(db)?;
+                let mut rows = 0;
+                for r in txn.open_table(BODIES)?.iter()? {
+                    rows += pack_ref(r?.1.value()).is_some() as u64;
+                }
+                let packs = txn.open_table(PACKS)?.len()?;
+                let refs = txn
+                    .open_table(PACK_REFS)?
+                    .iter()?
+                    .map(|r| r.map(|(_, v)| v.value()))
+                    .collect::<Result<_, _>>()?;
+                Ok((rows, packs, refs))
+            })
+            .unwrap()
+    }
+
+    /// A general webhook body of `objects`, each listed verbatim, as the destination writes it.
+    fn listing(n: u8, objects: &[String]) -> Delivery {
+        let mut d = delivery(n);
+        d.body = format!(
+            r#"{{"id":"{}","payload":{{"alert_name":"g-{n}","metadata":[{}]}}}}"#,
+            d.id,
+            objects.join(",")
+        );
+        d.listed = objects.to_vec();
+        d
+    }
+
+    #[test]
+    fn the_bodies_of_a_tick_share_one_pack_and_each_event_object_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.redb");
+        // 20 bodies, each listing 8 of 10 distinct objects of random-looking text (which
+        // deflate cannot shrink much: only storing each once can).
+        let objects: Vec<String> = (0..10u64)
+            .map(|i| {
+                let text: String = (0..40u64)
+                    .map(|k| {
+                        format!(
+                            "{:016x}",
+                            (i * 1000 + k).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                        )
+                    })
+                    .collect();
+                format!(r#"{{"kind":"guardrail","n":{i},"excerpt":"{text}"}}"#)
+            })
+            .collect();
+        let ds: Vec<Delivery> = (1..=20u8)
+            .map(|n| {
+                let start = n as usize % 3;
+                listing(n, &objects[start..start + 8])
+            })
+            .collect();
+        let raw: usize = ds.iter().map(|d| d.body.len()).sum();
+        let store = Store::open(&path).unwrap();
+        store
+            .commit_tick(&TickCommit {
+                deliveries: ds.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(packed(&store), (20, 1, vec![20]));
+        let pack = store
+            .with(|db| {
+                let txn = redb::ReadableDatabase::begin_read(db)?;
+                let t = txn.open_table(PACKS)?;
+                let len = t.iter()?.next().unwrap()?.1.value().len();
+                Ok(len)
+            })
+            .unwrap();
+        assert!(
+            pack < raw / 8,
+            "a pack of {pack} bytes for {raw} bytes of bodies"
+        );
+        let bodies = |s: &Store, st| -> Vec<(String, String)> {
+            let mut v = bodies_of(s, st);
+            v.sort();
+            v
+        };
+        let want: Vec<(String, String)> =
+            ds.iter().map(|d| (d.id.clone(), d.body.clone())).collect();
+        assert_eq!(bodies(&store, DeliveryStatus::Pending), want);
+
+        // Delivered rows keep their place in the pack; a dead letter takes its body out of it.
+        let mut results: Vec<DeliveryResult> = ds[..19]
+            .iter()
+            .cloned()
+            .map(DeliveryResult::Delivered)
+            .collect();
+        results.push(DeliveryResult::Dead(ds[19].clone()));
+        store.record_results(&results, 100).unwrap();
+        assert_eq!(packed(&store), (19, 1, vec![19]));
+        assert_eq!(
+            bodies(&store, DeliveryStatus::Delivered),
+            want[..19].to_vec()
+        );
+        assert_eq!(bodies(&store, DeliveryStatus::Dead), want[19..].to_vec());
+        drop(store);
+
+        // Reopened: the counts agree with the rows; the pack goes with the last body in it.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(packed(&store), (19, 1, vec![19]));
+        store.record_results(&[], 0).unwrap();
+        assert_eq!(packed(&store), (0, 0, vec![]));
+        assert_eq!(bodies_len(&store), 1, "the dead letter's own body");
+        let requeued = store.requeue_dead(ds[19].key(), 5).unwrap().unwrap();
+        assert_eq!(requeued.body, ds[19].body);
+    }
+
+    #[test]
+    fn a_pack_no_row_points_into_is_deleted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.redb");
+        let objects = vec!["x".repeat(100)];
+        let ds = vec![listing(1, &objects), listing(2, &objects)];
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .commit_tick(&TickCommit {
+                    deliveries: ds.clone(),
+                    ..Default::default()
+                })
+                .unwrap();
+            // As if both rows had been quarantined: nothing names the bodies any more.
+            store
+                .with(|db| {
+                    let txn = super::super::durable(db)?;
+                    txn.open_table(OUTBOX)?.retain(|_, _| false)?;
+                    txn.commit()?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(packed(&store), (0, 0, vec![]));
+        assert_eq!(bodies_len(&store), 0);
+    }
+
     #[test]
     fn a_body_no_row_names_is_deleted_at_open() {
         let dir = tempfile::tempdir().unwrap();
@@ -309,7 +726,7 @@ mod tests {
                 .with(|db| {
                     let txn = super::super::durable(db)?;
                     txn.open_table(BODIES)?
-                        .insert(7u128, pack("lost").as_slice())?;
+                        .insert(7u128, single("lost").as_slice())?;
                     txn.commit()?;
                     Ok(())
                 })
@@ -325,12 +742,16 @@ mod tests {
     fn bodies_come_back_as_they_went_in_raw_or_deflated() {
         let long = r#"{"excerpt":"match 7: lorem ipsum dolor sit amet"}"#.repeat(40);
         for body in ["", "{}", long.as_str(), "é".repeat(300).as_str()] {
-            let packed = pack(body);
+            let packed = single(body);
             assert_eq!(unpack(&packed).unwrap(), body);
         }
-        assert_eq!(pack(&long)[0], DEFLATE);
-        assert!(pack(&long).len() < long.len() / 4, "{}", pack(&long).len());
-        assert_eq!(pack("{}")[0], RAW);
+        assert_eq!(single(&long)[0], DEFLATE);
+        assert!(
+            single(&long).len() < long.len() / 4,
+            "{}",
+            single(&long).len()
+        );
+        assert_eq!(single("{}")[0], RAW);
     }
 
     #[test]

@@ -424,10 +424,11 @@ fn open_db(path: &Path) -> Result<Opened, StoreError> {
             ids::prepare(&txn)?;
             items::create_tables(&txn)?;
             crate::quarantine::sweep(&txn)?;
-            let orphans = bodies::sweep_orphans(&txn)?;
-            if orphans > 0 {
+            let (orphans, packs) = bodies::sweep_orphans(&txn)?;
+            if orphans + packs > 0 {
                 tracing::warn!(
                     bodies = orphans,
+                    packs,
                     "deleted notification bodies no delivery row names"
                 );
             }
@@ -750,9 +751,10 @@ impl Store {
                     state.insert(id.as_str(), counted("alert_state", bytes))?;
                 }
                 let mut outbox = txn.open_table(OUTBOX)?;
-                let mut bodies = txn.open_table(bodies::BODIES)?;
+                let mut bodies = bodies::Bodies::open(&txn)?;
+                bodies.store_tick(&tick.deliveries)?;
                 for d in &tick.deliveries {
-                    outbox.insert(d.key(), counted("outbox", &bodies::row(&mut bodies, d)?))?;
+                    outbox.insert(d.key(), counted("outbox", &bodies.row(d)?))?;
                 }
                 items::commit(&txn, tick)?;
                 if !tick.suppressed.is_empty() {
@@ -878,7 +880,7 @@ impl Store {
         self.with(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(OUTBOX)?;
-            let bodies = txn.open_table(bodies::BODIES)?;
+            let mut bodies = bodies::Reader::open(&txn)?;
             let mut out = Vec::new();
             for row in table.iter()? {
                 let (k, v) = row?;
@@ -886,7 +888,7 @@ impl Store {
                 // (and quarantined at the next start) rather than stopping the engine.
                 match decode::<Delivery>("outbox", v.value()) {
                     Ok(mut d) => {
-                        bodies::fill(&bodies, &mut d)?;
+                        bodies.fill(&mut d)?;
                         out.push(d)
                     }
                     Err(e) => tracing::error!(key = k.value(), error = %e, "skipping an unreadable outbox row"),
@@ -910,24 +912,24 @@ impl Store {
                 let mut outbox = txn.open_table(OUTBOX)?;
                 let mut dead = txn.open_table(DEAD_LETTERS)?;
                 let mut log = txn.open_table(DELIVERY_LOG)?;
-                let mut bodies = txn.open_table(bodies::BODIES)?;
+                let mut bodies = bodies::Bodies::open(&txn)?;
                 for r in results {
                     match r {
                         DeliveryResult::Delivered(d) => {
                             outbox.remove(d.key())?;
-                            let row = bodies::row(&mut bodies, d)?;
+                            let row = bodies.row(d)?;
                             log.insert(d.key(), counted("delivery_log", &row))?;
                         }
                         DeliveryResult::Retry(d) => {
                             // A row that left the outbox meanwhile (e.g. purged) stays gone.
                             if outbox.get(d.key())?.is_some() {
-                                let row = bodies::row(&mut bodies, d)?;
+                                let row = bodies.row(d)?;
                                 outbox.insert(d.key(), counted("outbox", &row))?;
                             }
                         }
                         DeliveryResult::Dead(d) => {
                             outbox.remove(d.key())?;
-                            let row = bodies::row(&mut bodies, d)?;
+                            let row = bodies.dead_row(d)?;
                             dead.insert(d.key(), counted("dead_letters", &row))?;
                         }
                     }
@@ -935,7 +937,7 @@ impl Store {
                 let excess = log.len()?.saturating_sub(log_size as u64);
                 for _ in 0..excess {
                     if let Some((k, _)) = log.pop_first()? {
-                        bodies::forget(&mut bodies, k.value())?;
+                        bodies.forget(k.value())?;
                     }
                 }
             }
@@ -958,13 +960,13 @@ impl Store {
                 DeliveryStatus::Delivered => ("delivery_log", DELIVERY_LOG),
             };
             let table = txn.open_table(def)?;
-            let bodies = txn.open_table(bodies::BODIES)?;
+            let mut bodies = bodies::Reader::open(&txn)?;
             let mut out = Vec::new();
             for row in table.iter()?.rev().take(limit) {
                 let (k, v) = row?;
                 match decode::<Delivery>(name, v.value()) {
                     Ok(mut d) => {
-                        bodies::fill(&bodies, &mut d)?;
+                        bodies.fill(&mut d)?;
                         out.push(d)
                     }
                     Err(e) => {
@@ -1002,9 +1004,9 @@ impl Store {
                         d.next_attempt_ms = now_ms;
                         d.last_error = None;
                         d.last_status = None;
-                        let mut bodies = txn.open_table(bodies::BODIES)?;
-                        bodies::fill(&bodies, &mut d)?;
-                        let row = bodies::row(&mut bodies, &d)?;
+                        let mut bodies = bodies::Bodies::open(&txn)?;
+                        bodies.fill(&mut bodies::PackCache::new(), &mut d)?;
+                        let row = bodies.row(&d)?;
                         let mut outbox = txn.open_table(OUTBOX)?;
                         outbox.insert(d.key(), counted("outbox", &row))?;
                         Some(d)
@@ -1056,12 +1058,12 @@ impl Store {
                         _ => DELIVERY_LOG,
                     };
                     let table = txn.open_table(def)?;
-                    let bodies = txn.open_table(bodies::BODIES)?;
+                    let bodies = bodies::Reader::open(&txn)?;
                     let mut rows: Vec<(u128, usize)> = Vec::new();
                     for r in table.iter()? {
                         let (k, v) = r?;
                         let k = k.value();
-                        rows.push((k, v.value().len() + bodies::stored_len(&bodies, k)?));
+                        rows.push((k, v.value().len() + bodies.stored_len(k)?));
                     }
                     plan.push((rule, crate::retention::plan(&rows, rule, now_ms)));
                 }
@@ -1078,11 +1080,11 @@ impl Store {
                         _ => DELIVERY_LOG,
                     };
                     let mut table = txn.open_table(def)?;
-                    let mut bodies = txn.open_table(bodies::BODIES)?;
+                    let mut bodies = bodies::Bodies::open(&txn)?;
                     let (mut age, mut bytes) = (0, 0);
                     for (key, reason) in p {
                         if table.remove(*key)?.is_some() {
-                            bodies::forget(&mut bodies, *key)?;
+                            bodies.forget(*key)?;
                             if *reason == "age" {
                                 age += 1
                             } else {

@@ -423,6 +423,7 @@ mod tests {
                 "unusable URL \"https://events.example.com/v2/PATHSECRET\" whsec_SIGNSECRET".into(),
             ),
             finished_ms: Some(4_000),
+            listed: Vec::new(),
         };
         let row = DeliveryRow::new(&d, Status::Dead, None, &Redactor::new(&[]));
         let shown = format!("{row:?}");
