@@ -44,7 +44,7 @@ const PACKED: u8 = 2;
 /// Bodies shorter than this are stored raw: deflate saves little on them.
 const DEFLATE_FROM: usize = 256;
 /// Event objects shorter than this stay in the text around them: a reference would save little.
-const SHARE_FROM: usize = 64;
+const SHARE_FROM: usize = 16;
 
 /// Nothing stored is ever inflated beyond this, so a corrupt row cannot exhaust memory.
 const MAX_INFLATED: u64 = 256 * 1024 * 1024;
