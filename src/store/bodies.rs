@@ -45,6 +45,9 @@ const PACKED: u8 = 2;
 const DEFLATE_FROM: usize = 256;
 /// Event objects shorter than this stay in the text around them: a reference would save little.
 const SHARE_FROM: usize = 16;
+/// A tick's bodies go into packs of at most about this much text (before deflate), so reading
+/// one body never inflates more than this, and a pack stays far below the codec's limit.
+const PACK_MAX: usize = 8 * 1024 * 1024;
 
 /// Nothing stored is ever inflated beyond this, so a corrupt row cannot exhaust memory.
 const MAX_INFLATED: u64 = 256 * 1024 * 1024;
@@ -88,18 +91,27 @@ impl<'t> Bodies<'t> {
                 new.push(d);
             }
         }
-        if new.len() < 2 {
-            for d in new {
-                self.store_one(d)?;
+        let mut pack = PackBuilder::default();
+        for d in new {
+            pack.add(d);
+            if pack.bytes >= PACK_MAX {
+                self.store_pack(std::mem::take(&mut pack))?;
             }
-            return Ok(());
         }
-        let id = new[0].key();
-        let pack = pack_of(&new);
-        let stored = deflated(&super::codec::encode(&pack));
+        self.store_pack(pack)
+    }
+
+    fn store_pack(&mut self, pack: PackBuilder) -> Result<(), StoreError> {
+        match pack.members.as_slice() {
+            [] => return Ok(()),
+            [d] => return self.store_one(d),
+            _ => {}
+        }
+        let id = pack.members[0].key();
+        let stored = deflated(&super::codec::encode(&pack.pack));
         self.packs.insert(id, counted("delivery_bodies", &stored))?;
-        self.refs.insert(id, new.len() as u64)?;
-        for (i, d) in new.iter().enumerate() {
+        self.refs.insert(id, pack.members.len() as u64)?;
+        for (i, d) in pack.members.iter().enumerate() {
             let mut row = Vec::with_capacity(21);
             row.push(PACKED);
             row.extend_from_slice(&id.to_be_bytes());
@@ -351,39 +363,60 @@ fn pack_ref(row: &[u8]) -> Option<(u128, u32)> {
     Some((id, index))
 }
 
-/// The pack of `bodies`: each object they list verbatim stored once, the text around them as is.
-fn pack_of<'a>(bodies: &[&'a Delivery]) -> Pack<&'a str> {
-    let mut objects: Vec<&'a str> = Vec::new();
-    let mut index: HashMap<&'a str, u32> = HashMap::new();
-    let mut out = Vec::with_capacity(bodies.len());
-    for d in bodies {
+/// A pack being built: each object its bodies list verbatim stored once, the text around them
+/// as is.
+#[derive(Default)]
+struct PackBuilder<'a> {
+    pack: Pack<&'a str>,
+    members: Vec<&'a Delivery>,
+    index: HashMap<&'a str, u32>,
+    /// The pack's text so far (objects once, plus the text around them), before deflate.
+    bytes: usize,
+}
+
+impl<'a> PackBuilder<'a> {
+    fn add(&mut self, d: &'a Delivery) {
         let body = d.body.as_str();
         let mut pieces = Vec::new();
         let mut at = 0;
+        let text = |pieces: &mut Vec<Piece<&'a str>>, t: &'a str, bytes: &mut usize| {
+            if !t.is_empty() {
+                *bytes += t.len();
+                pieces.push(Piece::Text(t));
+            }
+        };
         for object in d.listed.iter().filter(|o| o.len() >= SHARE_FROM) {
             let Some(found) = body[at..].find(object.as_str()) else {
                 continue;
             };
             let start = at + found;
-            if start > at {
-                pieces.push(Piece::Text(&body[at..start]));
-            }
-            let text = &body[start..start + object.len()];
-            let i = *index.entry(text).or_insert_with(|| {
-                objects.push(text);
-                (objects.len() - 1) as u32
-            });
+            text(&mut pieces, &body[at..start], &mut self.bytes);
+            let shared = &body[start..start + object.len()];
+            let i = match self.index.get(shared) {
+                Some(i) => *i,
+                None => {
+                    self.pack.objects.push(shared);
+                    self.bytes += shared.len();
+                    let i = (self.pack.objects.len() - 1) as u32;
+                    self.index.insert(shared, i);
+                    i
+                }
+            };
             pieces.push(Piece::Object(i));
             at = start + object.len();
         }
-        if at < body.len() {
-            pieces.push(Piece::Text(&body[at..]));
-        }
-        out.push(pieces);
+        text(&mut pieces, &body[at..], &mut self.bytes);
+        self.pack.bodies.push(pieces);
+        self.members.push(d);
     }
-    Pack {
-        objects,
-        bodies: out,
+}
+
+impl<S> Default for Pack<S> {
+    fn default() -> Self {
+        Pack {
+            objects: Vec::new(),
+            bodies: Vec::new(),
+        }
     }
 }
 
@@ -678,6 +711,70 @@ mod tests {
         assert_eq!(bodies_len(&store), 1, "the dead letter's own body");
         let requeued = store.requeue_dead(ds[19].key(), 5).unwrap().unwrap();
         assert_eq!(requeued.body, ds[19].body);
+    }
+
+    #[test]
+    fn a_large_tick_is_cut_into_packs_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.redb")).unwrap();
+        let ds: Vec<Delivery> = (1..=5u8)
+            .map(|n| {
+                let mut d = delivery(n);
+                d.body = format!("{n}{}", "a".repeat(3 * 1024 * 1024));
+                d
+            })
+            .collect();
+        store
+            .commit_tick(&TickCommit {
+                deliveries: ds.clone(),
+                ..Default::default()
+            })
+            .unwrap();
+        // 3 MiB each against 8 MiB: the third fills the first pack, the last two share one.
+        let (rows, packs, mut refs) = packed(&store);
+        refs.sort();
+        assert_eq!((rows, packs, refs), (5, 2, vec![2, 3]));
+        let mut got = bodies_of(&store, DeliveryStatus::Pending);
+        got.sort();
+        let want: Vec<(String, String)> =
+            ds.iter().map(|d| (d.id.clone(), d.body.clone())).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_corrupt_pack_leaves_its_deliveries_pending_and_the_store_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.redb")).unwrap();
+        let objects = vec!["x".repeat(100)];
+        let (d1, d2, d3) = (listing(1, &objects), listing(2, &objects), delivery(3));
+        store
+            .commit_tick(&TickCommit {
+                deliveries: vec![d1.clone(), d2.clone()],
+                ..Default::default()
+            })
+            .unwrap();
+        store
+            .commit_tick(&TickCommit {
+                deliveries: vec![d3.clone()],
+                ..Default::default()
+            })
+            .unwrap();
+        store
+            .with(|db| {
+                let txn = super::super::durable(db)?;
+                txn.open_table(PACKS)?
+                    .insert(d1.key(), [DEFLATE, 0xff, 0x00, 0x13].as_slice())?;
+                txn.commit()?;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            store.load_outbox().unwrap(),
+            vec![d3.clone()],
+            "the readable one is sent"
+        );
+        let listed = store.list_deliveries(DeliveryStatus::Pending, 10).unwrap();
+        assert_eq!(listed.len(), 3, "the others stay pending and listed");
     }
 
     #[test]

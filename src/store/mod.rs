@@ -887,10 +887,12 @@ impl Store {
                 // Unreadable rows were quarantined at open; one corrupted since is skipped
                 // (and quarantined at the next start) rather than stopping the engine.
                 match decode::<Delivery>("outbox", v.value()) {
-                    Ok(mut d) => {
-                        bodies.fill(&mut d)?;
-                        out.push(d)
-                    }
+                    Ok(mut d) => match bodies.fill(&mut d) {
+                        Ok(()) => out.push(d),
+                        // Left pending (the API lists it) rather than sent with a wrong body or
+                        // keeping the engine from starting.
+                        Err(e) => tracing::error!(key = k.value(), error = %e, "skipping a delivery whose stored body cannot be read"),
+                    },
                     Err(e) => tracing::error!(key = k.value(), error = %e, "skipping an unreadable outbox row"),
                 }
             }
@@ -966,7 +968,9 @@ impl Store {
                 let (k, v) = row?;
                 match decode::<Delivery>(name, v.value()) {
                     Ok(mut d) => {
-                        bodies.fill(&mut d)?;
+                        if let Err(e) = bodies.fill(&mut d) {
+                            tracing::error!(table = name, key = k.value(), error = %e, "a delivery's stored body cannot be read; listed without it");
+                        }
                         out.push(d)
                     }
                     Err(e) => {
