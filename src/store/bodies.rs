@@ -845,7 +845,7 @@ mod tests {
             ca_file: Some("/etc/ca.pem".into()),
             insecure: true,
         };
-        d.attempts = 3;
+        d.attempts = 2; // max_retries is 3
         d.last_status = Some(503);
         d.last_error = Some("HTTP 503".into());
         d.finished_ms = Some(1_780_000_009_000);
