@@ -211,16 +211,7 @@ async fn a_restart_during_backoff_resumes_with_the_same_id_and_attempt_count() {
         got.iter().all(|r| r.json()["id"] == id),
         "same id after restart"
     );
-    // Results are recorded in groups (at most 100 ms apart): wait for the row.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let row = loop {
-        let (_, v) = d.get("/v1/deliveries?status=delivered").await;
-        if let Some(row) = v["deliveries"].as_array().and_then(|r| r.first().cloned()) {
-            break row;
-        }
-        assert!(Instant::now() < deadline, "never recorded as delivered");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let row = d.newest_delivered().await;
     assert_eq!(
         row["attempts"], 3,
         "attempt count continued across the restart"

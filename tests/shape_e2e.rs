@@ -173,15 +173,7 @@ async fn a_sender_crashing_mid_attempt_delivers_later_with_the_same_id() {
     d.send(&[error_trace("p")]).await;
     let got = rx.wait_for("/a", 1, Duration::from_secs(10)).await;
     let id = got[0].json()["id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let row = loop {
-        let (_, v) = d.get("/v1/deliveries?status=delivered").await;
-        if let Some(row) = v["deliveries"].as_array().and_then(|r| r.first().cloned()) {
-            break row;
-        }
-        assert!(Instant::now() < deadline, "never recorded as delivered");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let row = d.newest_delivered().await;
     assert_eq!(
         row["id"],
         id.as_str(),

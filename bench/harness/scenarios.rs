@@ -331,9 +331,9 @@ async fn perevent_run(ctx: &mut Ctx, variant: &str, alerts: &str) -> Res<()> {
                 (x1 - x0) / took / 1024.0,
             );
         }
+        let kib_per_s = |m0: f64, m1: f64| (m1 - m0) / took / 1024.0;
         // Which commits wrote them.
-        let name = "alertd_store_commit_bytes_total";
-        for (commit, metric) in [
+        let commits = [
             ("append_log", "written by append-log records KiB/s"),
             ("append", "written by event commits KiB/s"),
             ("tick", "written by tick commits KiB/s"),
@@ -342,36 +342,25 @@ async fn perevent_run(ctx: &mut Ctx, variant: &str, alerts: &str) -> Res<()> {
                 "written by delivery-result commits KiB/s",
             ),
             ("housekeeping", "written by housekeeping KiB/s"),
-        ] {
-            let filter = format!("commit=\"{commit}\"");
-            let at = |m: &str| metric_opt(m, name, &filter).unwrap_or(0.0);
-            rep.add(
-                g,
-                &scen,
-                "alertd",
-                metric,
-                (at(&m1) - at(&m0)) / took / 1024.0,
-            );
-        }
+        ];
         // Where the writes come from: the values inserted per table (before page overhead).
-        let name = "alertd_store_row_bytes_total";
-        for (table, metric) in [
+        let tables = [
             ("inbox", "inbox values inserted KiB/s"),
             ("bucket_items", "bucket_items values inserted KiB/s"),
             ("alert_state", "alert_state values inserted KiB/s"),
             ("outbox", "outbox values inserted KiB/s"),
             ("delivery_log", "delivery_log values inserted KiB/s"),
             ("delivery_bodies", "delivery_bodies values inserted KiB/s"),
+        ];
+        for (name, label, series) in [
+            ("alertd_store_commit_bytes_total", "commit", &commits[..]),
+            ("alertd_store_row_bytes_total", "table", &tables[..]),
         ] {
-            let filter = format!("table=\"{table}\"");
-            let at = |m: &str| metric_opt(m, name, &filter).unwrap_or(0.0);
-            rep.add(
-                g,
-                &scen,
-                "alertd",
-                metric,
-                (at(&m1) - at(&m0)) / took / 1024.0,
-            );
+            for (value, metric) in series {
+                let filter = format!("{label}=\"{value}\"");
+                let at = |m: &str| metric_opt(m, name, &filter).unwrap_or(0.0);
+                rep.add(g, &scen, "alertd", metric, kib_per_s(at(&m0), at(&m1)));
+            }
         }
         rep.add(g, &scen, "alertd", "tick mean ms", d.mean() * 1000.0);
         rep.add(

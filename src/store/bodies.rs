@@ -509,6 +509,30 @@ mod tests {
         }
     }
 
+    fn tick(store: &Store, deliveries: Vec<Delivery>) {
+        store
+            .commit_tick(&TickCommit {
+                deliveries,
+                ..Default::default()
+            })
+            .unwrap();
+    }
+
+    /// Changes the file behind the store's back, as damage or an older build would.
+    fn raw_write(
+        store: &Store,
+        change: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) {
+        store
+            .with(|db| {
+                let txn = super::super::durable(db)?;
+                change(&txn)?;
+                txn.commit()?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
     fn bodies_len(store: &Store) -> u64 {
         store
             .with(|db| {
@@ -659,12 +683,7 @@ mod tests {
             .collect();
         let raw: usize = ds.iter().map(|d| d.body.len()).sum();
         let store = Store::open(&path).unwrap();
-        store
-            .commit_tick(&TickCommit {
-                deliveries: ds.clone(),
-                ..Default::default()
-            })
-            .unwrap();
+        tick(&store, ds.clone());
         assert_eq!(packed(&store), (20, 1, vec![20]));
         let pack = store
             .with(|db| {
@@ -724,12 +743,7 @@ mod tests {
                 d
             })
             .collect();
-        store
-            .commit_tick(&TickCommit {
-                deliveries: ds.clone(),
-                ..Default::default()
-            })
-            .unwrap();
+        tick(&store, ds.clone());
         // 3 MiB each against 8 MiB: the third fills the first pack, the last two share one.
         let (rows, packs, mut refs) = packed(&store);
         refs.sort();
@@ -747,27 +761,13 @@ mod tests {
         let store = Store::open(&dir.path().join("a.redb")).unwrap();
         let objects = vec!["x".repeat(100)];
         let (d1, d2, d3) = (listing(1, &objects), listing(2, &objects), delivery(3));
-        store
-            .commit_tick(&TickCommit {
-                deliveries: vec![d1.clone(), d2.clone()],
-                ..Default::default()
-            })
-            .unwrap();
-        store
-            .commit_tick(&TickCommit {
-                deliveries: vec![d3.clone()],
-                ..Default::default()
-            })
-            .unwrap();
-        store
-            .with(|db| {
-                let txn = super::super::durable(db)?;
-                txn.open_table(PACKS)?
-                    .insert(d1.key(), [DEFLATE, 0xff, 0x00, 0x13].as_slice())?;
-                txn.commit()?;
-                Ok(())
-            })
-            .unwrap();
+        tick(&store, vec![d1.clone(), d2.clone()]);
+        tick(&store, vec![d3.clone()]);
+        raw_write(&store, |txn| {
+            txn.open_table(PACKS)?
+                .insert(d1.key(), [DEFLATE, 0xff, 0x00, 0x13].as_slice())?;
+            Ok(())
+        });
         assert_eq!(
             store.load_outbox().unwrap(),
             vec![d3.clone()],
@@ -785,21 +785,12 @@ mod tests {
         let ds = vec![listing(1, &objects), listing(2, &objects)];
         {
             let store = Store::open(&path).unwrap();
-            store
-                .commit_tick(&TickCommit {
-                    deliveries: ds.clone(),
-                    ..Default::default()
-                })
-                .unwrap();
+            tick(&store, ds.clone());
             // As if both rows had been quarantined: nothing names the bodies any more.
-            store
-                .with(|db| {
-                    let txn = super::super::durable(db)?;
-                    txn.open_table(OUTBOX)?.retain(|_, _| false)?;
-                    txn.commit()?;
-                    Ok(())
-                })
-                .unwrap();
+            raw_write(&store, |txn| {
+                txn.open_table(OUTBOX)?.retain(|_, _| false)?;
+                Ok(())
+            });
         }
         let store = Store::open(&path).unwrap();
         assert_eq!(packed(&store), (0, 0, vec![]));
@@ -813,21 +804,12 @@ mod tests {
         {
             let store = Store::open(&path).unwrap();
             let d = delivery(1);
-            store
-                .commit_tick(&TickCommit {
-                    deliveries: vec![d.clone()],
-                    ..Default::default()
-                })
-                .unwrap();
-            store
-                .with(|db| {
-                    let txn = super::super::durable(db)?;
-                    txn.open_table(BODIES)?
-                        .insert(7u128, single("lost").as_slice())?;
-                    txn.commit()?;
-                    Ok(())
-                })
-                .unwrap();
+            tick(&store, vec![d.clone()]);
+            raw_write(&store, |txn| {
+                txn.open_table(BODIES)?
+                    .insert(7u128, single("lost").as_slice())?;
+                Ok(())
+            });
             assert_eq!(bodies_len(&store), 2);
         }
         let store = Store::open(&path).unwrap();

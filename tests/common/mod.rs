@@ -386,6 +386,21 @@ impl Daemon {
         (s, r.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// The newest row of the delivered history, once there is one (within 10 s). Results are
+    /// recorded in groups at most 100 ms apart, so a receiver can see a request before the
+    /// history has its row.
+    pub async fn newest_delivered(&self) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, v) = self.get("/v1/deliveries?status=delivered").await;
+            if let Some(row) = v["deliveries"].as_array().and_then(|r| r.first().cloned()) {
+                return row;
+            }
+            assert!(Instant::now() < deadline, "never recorded as delivered");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// POST to a JSON API path with an optional JSON body.
     pub async fn post(
         &self,
