@@ -588,21 +588,73 @@ fn store_io_metrics(registry: &mut Registry) -> StoreIoMetrics {
 /// Counts bytes written to the store's files, for the kind of `commit` that wrote them.
 pub fn store_bytes_written(n: u64, commit: &'static str) {
     M.store_io.written.inc_by(n);
-    M.store_io
-        .commit_bytes
-        .get_or_create(&vec![("commit", commit.to_string())])
-        .inc_by(n);
+    thread_local!(static BY_COMMIT: LabelCache = LabelCache::default());
+    BY_COMMIT.with(|c| c.inc(&M.store_io.commit_bytes, "commit", commit, n));
 }
 
 /// Counts the bytes of values inserted into one table.
 pub fn store_row_bytes(table: &'static str, n: u64) {
-    M.store_io
-        .row_bytes
-        .get_or_create(&vec![("table", table.to_string())])
-        .inc_by(n);
+    thread_local!(static BY_TABLE: LabelCache = LabelCache::default());
+    BY_TABLE.with(|c| c.inc(&M.store_io.row_bytes, "table", table, n));
+}
+
+/// One family's counters by label value, looked up once per thread. The store counts on its
+/// commit thread, the single writer batched ingest waits for; a label `Vec` built and hashed per
+/// page written would be work on that path for nothing.
+#[derive(Default)]
+struct LabelCache(std::cell::RefCell<Vec<(&'static str, Counter)>>);
+
+impl LabelCache {
+    fn inc(
+        &self,
+        family: &Family<Labels, Counter>,
+        label: &'static str,
+        value: &'static str,
+        n: u64,
+    ) {
+        let mut known = self.0.borrow_mut();
+        if let Some((_, c)) = known.iter().find(|(v, _)| *v == value) {
+            c.inc_by(n);
+            return;
+        }
+        let c = family
+            .get_or_create(&vec![(label, value.to_string())])
+            .clone();
+        c.inc_by(n);
+        known.push((value, c));
+    }
 }
 
 /// Sets how many events the open buckets of per-event alerts keep.
 pub fn set_bucket_items(n: u64) {
     M.store_io.bucket_items.set(n.min(i64::MAX as u64) as i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of one series in the rendered text.
+    fn series(text: &str, name: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[test]
+    fn cached_store_counters_land_in_their_labelled_series() {
+        let row = "alertd_store_row_bytes_total{table=\"metrics_test_table\"}";
+        let commit = "alertd_store_commit_bytes_total{commit=\"metrics_test_commit\"}";
+        for _ in 0..2 {
+            store_row_bytes("metrics_test_table", 5);
+            store_bytes_written(7, "metrics_test_commit");
+        }
+        // Another thread has its own cache and the same series.
+        std::thread::spawn(|| store_row_bytes("metrics_test_table", 1))
+            .join()
+            .unwrap();
+        let text = render();
+        assert_eq!(series(&text, row), 11.0, "{text}");
+        assert_eq!(series(&text, commit), 14.0, "{text}");
+    }
 }
