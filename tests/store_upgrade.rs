@@ -2,8 +2,9 @@
 //! this one: nothing they hold is lost, they are upgraded to the current schema, and the tables
 //! added since work in them. Schema 1: the first release (before silences). Schema 3 (two
 //! files): remembered client ids in time buckets, per-event inbox rows, and a per-event alert's
-//! open bucket inside its checkpoint. Schema 6: the previous release's file, before the append
-//! log.
+//! open bucket inside its checkpoint. Schema 6: the release's file before the append log.
+//! Schema 7: bucket items stored apart, one row per inbox sequence, and bodies apart from
+//! delivery rows.
 
 mod common;
 
@@ -424,4 +425,209 @@ async fn wait_ticks(d: &Daemon, n: u64) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The alerts of the schema-7 fixture, as the tool that wrote it configured them.
+const S7_CONFIG: &str = "[[alert]]\nid = \"guard-fast\"\nurl = \"http://127.0.0.1:9/hook\"\ndebounce = \"10s\"\n[[alert.trigger]]\nevent = \"trace:guardrails_triggered\"\n[[alert]]\nid = \"guard-slow\"\nurl = \"http://127.0.0.1:9/hook\"\ndebounce = \"5m\"\n[[alert.trigger]]\nevent = \"trace:guardrails_triggered\"\n";
+
+/// The schema-7 fixture's deliveries (ids minted in order by the tool that wrote it): `g1`
+/// delivered, `g2` dead, `g3` pending, all sent by `guard-fast`.
+const S7_DELIVERED_ID: &str = "0197a000-0000-7000-8000-000000000701";
+const S7_DEAD_ID: &str = "0197a000-0000-7000-8000-000000000702";
+const S7_PENDING_ID: &str = "0197a000-0000-7000-8000-000000000703";
+
+/// The failed guardrail `g<n>` of the schema-7 fixture, as it was appended.
+fn s7_event(n: i64) -> alertd::event::Event {
+    let at = [
+        T0,
+        T0 + 20_000,
+        T0 + 40_000,
+        T0 + 60_000,
+        T0 + 60_000,
+        T0 + 62_000,
+    ][n as usize - 1];
+    alertd::event::Event {
+        id: format!("g{n}"),
+        workspace: "default".into(),
+        project: None,
+        project_id: None,
+        timestamp_ms: at,
+        received_ms: at,
+        user: format!("user{n}"),
+        body: alertd::event::EventBody::Guardrail {
+            trace_id: None,
+            failed: true,
+            object: s7_object(n),
+        },
+    }
+}
+
+fn s7_object(n: i64) -> String {
+    format!("{{\"name\":\"pii\",\"result\":\"failed\",\"details\":{{\"n\":{n}}}}}")
+}
+
+/// The stored items `load_seeds` gives back for these alerts, decoded.
+fn s7_items(store: &Store, ids: &[&str]) -> Vec<(u64, alertd::event::Event)> {
+    let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    alertd::store::items::decode_items(&store.load_seeds(&ids).unwrap().items)
+}
+
+/// Checks a delivery of the schema-7 fixture and its body: sent by `guard-fast` for `g<n>`.
+fn assert_s7_delivery(d: &alertd::delivery::Delivery, id: &str, n: i64, status: u16) {
+    assert_eq!(
+        (
+            d.id.as_str(),
+            d.alert_id.as_str(),
+            d.attempts,
+            d.last_status
+        ),
+        (id, "guard-fast", 1, Some(status))
+    );
+    let body: serde_json::Value = serde_json::from_str(&d.body).expect("the body is whole");
+    assert_eq!(body["id"], id, "{body}");
+    assert_eq!(body["alert_id"], "guard-fast");
+    let p = &body["payload"];
+    assert_eq!(p["eventIds"], json!([format!("g{n}")]), "{body}");
+    assert_eq!(p["userNames"], json!([format!("user{n}")]));
+    assert_eq!(p["eventCount"], 1);
+    let object: serde_json::Value = serde_json::from_str(&s7_object(n)).unwrap();
+    assert_eq!(p["metadata"], json!([object]), "{body}");
+}
+
+/// What the schema-7 fixture holds: two per-event alerts' open buckets referencing stored items
+/// (`guard-slow` from sequence 1, `guard-fast` from 4; 4 and 6 are both alerts'), the inbox
+/// after them, and a delivered, a dead and a pending delivery with their bodies.
+fn assert_schema_7_contents(store: &Store) {
+    assert_eq!(
+        (store.last_seq().unwrap(), store.applied_through().unwrap()),
+        (7, 6)
+    );
+    let inbox = store.read_inbox(0, 10).unwrap();
+    assert_eq!(inbox, [(7, s7_event(6))], "only g6 was not applied yet");
+    let mut alerts = store.alerts_with_bucket_items().unwrap();
+    alerts.sort();
+    assert_eq!(alerts, ["guard-fast", "guard-slow"]);
+    assert_eq!(
+        store.bucket_items_len().unwrap(),
+        5,
+        "sequences 1, 2, 3, 4, 6"
+    );
+    // Each alert gets the items from its own floor on (5, the passed guardrail, is no one's),
+    // the events whole.
+    let g = |ns: &[i64]| -> Vec<alertd::event::Event> { ns.iter().map(|n| s7_event(*n)).collect() };
+    let fast = s7_items(store, &["guard-fast"]);
+    assert_eq!(fast.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [4, 6]);
+    assert_eq!(
+        fast.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+        g(&[4, 5])
+    );
+    let slow = s7_items(store, &["guard-slow"]);
+    assert_eq!(
+        slow.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 6]
+    );
+    assert_eq!(
+        slow.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+        g(&[1, 2, 3, 4, 5])
+    );
+    assert_eq!(
+        s7_items(store, &["guard-fast", "guard-slow"]).len(),
+        5,
+        "shared items come once"
+    );
+    // The checkpoints reference them, and alerts restored from checkpoint and items list every
+    // event again: each open bucket, once due, is sent whole.
+    let cfg = alertd::config::Config::from_toml(Path::new("fixture.toml"), S7_CONFIG, false)
+        .expect("the fixture's config");
+    let ids: Vec<String> = cfg.alerts.iter().map(|a| a.id.clone()).collect();
+    assert_eq!(ids, ["guard-fast", "guard-slow"]);
+    let seeds = store.load_seeds(&ids).unwrap();
+    assert_eq!(seeds.applied, 6);
+    let stored = alertd::store::items::decode_items(&seeds.items);
+    let expected = [
+        ("guard-fast", T0 + 60_000, 2, Some(4), vec!["g4", "g5"]),
+        (
+            "guard-slow",
+            T0,
+            5,
+            Some(1),
+            vec!["g1", "g2", "g3", "g4", "g5"],
+        ),
+    ];
+    for ((spec, cp), (id, opened, count, from, listed)) in
+        cfg.alerts.iter().zip(&seeds.checkpoints).zip(expected)
+    {
+        let cp = AlertState::decode_checkpoint(id, cp.as_ref().expect("a checkpoint")).unwrap();
+        assert_eq!(cp.applied_seq, 6, "{id}");
+        assert_eq!(cp.buckets.len(), 1, "{id}");
+        let (event, bucket) = &cp.buckets[0];
+        assert_eq!(*event, alertd::event::EventType::GuardrailsTriggered);
+        assert_eq!(
+            (bucket.opened_ms, bucket.count, bucket.stored_from),
+            (opened, count, from),
+            "{id}"
+        );
+        assert!(bucket.inline.is_empty(), "{id}: every item is stored apart");
+        let mut alert = AlertState::restore(spec.clone(), cp, &stored);
+        let mut n = 0;
+        let sent = alert.tick(T0 + 400_000, &mut || {
+            n += 1;
+            format!("n{n}")
+        });
+        assert_eq!(sent.len(), 1, "{id}");
+        assert_eq!(sent[0].event_ids, listed, "{id}");
+        assert_eq!(sent[0].event_count, count);
+        let objects: Vec<String> = listed
+            .iter()
+            .map(|g| s7_object(g[1..].parse().unwrap()))
+            .collect();
+        assert_eq!(sent[0].items, objects, "{id}");
+    }
+    // The deliveries, with their bodies.
+    let pending = store.load_outbox().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_s7_delivery(&pending[0], S7_PENDING_ID, 3, 503);
+    assert_eq!(pending[0].next_attempt_ms, T0 + 54_000);
+    let dead = store.list_deliveries(DeliveryStatus::Dead, 10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_s7_delivery(&dead[0], S7_DEAD_ID, 2, 400);
+    assert_eq!(dead[0].last_error.as_deref(), Some("HTTP 400"));
+    let delivered = store
+        .list_deliveries(DeliveryStatus::Delivered, 10)
+        .unwrap();
+    assert_eq!(delivered.len(), 1);
+    assert_s7_delivery(&delivered[0], S7_DELIVERED_ID, 1, 200);
+    assert_eq!(delivered[0].finished_ms, Some(T0 + 12_000));
+    assert_eq!(store.list_quarantine(10).unwrap().1, 0, "every row reads");
+}
+
+/// The file of the release before per-tick item blocks (schema 7, bucket items one row per
+/// inbox sequence): the stored items both alerts' checkpoints reference, the inbox and the
+/// deliveries with their bodies are intact after it is opened, and again after reopening.
+#[test]
+fn a_schema_7_file_keeps_its_stored_bucket_items_and_delivery_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_named(dir.path(), "store-schema7.redb");
+    assert_eq!(schema_of(&path), 7, "the fixture is a schema-7 file");
+    let bodies = |store: &Store| -> Vec<String> {
+        [DeliveryStatus::Dead, DeliveryStatus::Delivered]
+            .into_iter()
+            .flat_map(|s| store.list_deliveries(s, 10).unwrap())
+            .chain(store.load_outbox().unwrap())
+            .map(|d| d.body)
+            .collect()
+    };
+    let before = {
+        let store = Store::open(&path).unwrap();
+        assert_schema_7_contents(&store);
+        bodies(&store)
+    };
+    assert_eq!(schema_of(&path), alertd::store::SCHEMA_VERSION);
+    let store = Store::open(&path).unwrap();
+    assert_schema_7_contents(&store);
+    assert_eq!(
+        bodies(&store),
+        before,
+        "the bodies read the same after reopening"
+    );
 }
