@@ -574,7 +574,7 @@ fn store_io_metrics(registry: &mut Registry) -> StoreIoMetrics {
     let bucket_items = Gauge::default();
     registry.register(
         "bucket_items",
-        "Events kept once for the open buckets of per-event alerts (bucket_items table rows)",
+        "Events kept once for the open buckets of per-event alerts (items of the bucket_item_blocks table)",
         bucket_items.clone(),
     );
     StoreIoMetrics {

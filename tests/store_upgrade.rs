@@ -623,6 +623,12 @@ fn a_schema_7_file_keeps_its_stored_bucket_items_and_delivery_bodies() {
         bodies(&store)
     };
     assert_eq!(schema_of(&path), alertd::store::SCHEMA_VERSION);
+    let tables = tables_of(&path);
+    assert!(
+        tables.contains(&"bucket_item_blocks".to_string())
+            && !tables.contains(&"bucket_items".to_string()),
+        "the items were regrouped into blocks and the old table deleted: {tables:?}"
+    );
     let store = Store::open(&path).unwrap();
     assert_schema_7_contents(&store);
     assert_eq!(

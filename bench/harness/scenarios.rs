@@ -346,7 +346,10 @@ async fn perevent_run(ctx: &mut Ctx, variant: &str, alerts: &str) -> Res<()> {
         // Where the writes come from: the values inserted per table (before page overhead).
         let tables = [
             ("inbox", "inbox values inserted KiB/s"),
-            ("bucket_items", "bucket_items values inserted KiB/s"),
+            (
+                "bucket_item_blocks",
+                "bucket_item_blocks values inserted KiB/s",
+            ),
             ("alert_state", "alert_state values inserted KiB/s"),
             ("outbox", "outbox values inserted KiB/s"),
             ("delivery_log", "delivery_log values inserted KiB/s"),

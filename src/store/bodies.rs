@@ -17,13 +17,9 @@
 //! days holds no pack. A lone body is stored by itself, deflated when that saves space.
 
 use super::{counted, Delivery, StoreError, DEAD_LETTERS, DELIVERY_LOG, OUTBOX};
-use flate2::read::DeflateDecoder;
-use flate2::write::DeflateEncoder;
-use flate2::Compression;
 use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::rc::Rc;
 
 /// Notification key (as in `outbox`) → tag byte + the body ([`RAW`], [`DEFLATE`]) or where it
@@ -439,20 +435,15 @@ fn bad(why: String) -> StoreError {
 
 /// `bytes` deflated, after a [`DEFLATE`] tag.
 fn deflated(bytes: &[u8]) -> Vec<u8> {
-    let mut e = DeflateEncoder::new(vec![DEFLATE], Compression::fast());
-    e.write_all(bytes).expect("writing into a Vec cannot fail");
-    e.finish().expect("writing into a Vec cannot fail")
+    let mut out = vec![DEFLATE];
+    super::deflate::deflate_into(&mut out, bytes);
+    out
 }
 
 fn inflate(stored: &[u8]) -> Result<Vec<u8>, StoreError> {
     match stored.split_first() {
         Some((&DEFLATE, rest)) => {
-            let mut out = Vec::new();
-            DeflateDecoder::new(rest)
-                .take(MAX_INFLATED)
-                .read_to_end(&mut out)
-                .map_err(|e| bad(e.to_string()))?;
-            Ok(out)
+            super::deflate::inflate(rest, MAX_INFLATED).map_err(|e| bad(e.to_string()))
         }
         Some((&RAW, rest)) => Ok(rest.to_vec()),
         Some((tag, _)) => Err(bad(format!("unknown body format {tag}"))),

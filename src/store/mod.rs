@@ -7,6 +7,7 @@
 //! as `u128`, so ranges scan in time order.
 
 mod bodies;
+mod deflate;
 mod id_probe;
 mod ids;
 pub use id_probe::ClientId;
@@ -51,8 +52,10 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// stored once (`bucket_items`, `bucket_item_floors`, see [`items`]) and checkpoints that
 /// reference them (older checkpoints, with their items inline, are read as they are). 7:
 /// notification bodies stored once, deflated, apart from the outbox, dead-letter and delivery-log
-/// rows ([`bodies`]); the upgrade moves every stored body out of its row.
-pub const SCHEMA_VERSION: u64 = 7;
+/// rows ([`bodies`]); the upgrade moves every stored body out of its row. 8: bucket items
+/// stored as one deflated block per tick (`bucket_item_blocks`, see [`items`]); the upgrade
+/// regroups the rows of `bucket_items` into blocks and deletes that table.
+pub const SCHEMA_VERSION: u64 = 8;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
@@ -535,6 +538,9 @@ fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
     }
     if from < 7 {
         bodies::migrate(txn)?;
+    }
+    if from < 8 {
+        items::migrate(txn)?;
     }
     Ok(())
 }

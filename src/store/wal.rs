@@ -215,26 +215,16 @@ fn parse_body(mut body: &[u8]) -> Option<Vec<Row>> {
 
 /// A deflated body's rows, or `None` when it does not inflate (a corrupt record ends the log).
 fn inflate(body: &[u8]) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut out = Vec::new();
-    flate2::read::DeflateDecoder::new(body)
-        .take(MAX_INFLATED + 1)
-        .read_to_end(&mut out)
-        .ok()?;
-    (out.len() as u64 <= MAX_INFLATED).then_some(out)
+    super::deflate::inflate(body, MAX_INFLATED).ok()
 }
 
 /// `body` deflated into `out` when that takes fewer log pages than `body` raw.
 fn deflate_if_smaller(body: &[u8], out: &mut Vec<u8>) -> bool {
-    use std::io::Write;
     if HEADER + body.len() <= PAGE as usize {
         return false;
     }
     out.clear();
-    let mut e =
-        flate2::write::DeflateEncoder::new(std::mem::take(out), flate2::Compression::fast());
-    e.write_all(body).expect("writing into a Vec cannot fail");
-    *out = e.finish().expect("writing into a Vec cannot fail");
+    super::deflate::deflate_into(out, body);
     pad(HEADER + out.len()) < pad(HEADER + body.len())
 }
 
