@@ -640,6 +640,18 @@ mod tests {
             .unwrap()
     }
 
+    /// The stored size of the first pack.
+    fn first_pack_len(store: &Store) -> usize {
+        store
+            .with(|db| {
+                let txn = redb::ReadableDatabase::begin_read(db)?;
+                let t = txn.open_table(PACKS)?;
+                let len = t.iter()?.next().unwrap()?.1.value().len();
+                Ok(len)
+            })
+            .unwrap()
+    }
+
     /// A general webhook body of `objects`, each listed verbatim, as the destination writes it.
     fn listing(n: u8, objects: &[String]) -> Delivery {
         let mut d = delivery(n);
@@ -687,14 +699,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("a.redb")).unwrap();
         tick(&store, ds.clone());
-        let pack = store
-            .with(|db| {
-                let txn = redb::ReadableDatabase::begin_read(db)?;
-                let t = txn.open_table(PACKS)?;
-                let len = t.iter()?.next().unwrap()?.1.value().len();
-                Ok(len)
-            })
-            .unwrap();
+        let pack = first_pack_len(&store);
         // Side by side, each project's ids are stored about once (≈ 1/3 of them, then
         // halved by deflate); 80 bodies apart, all three times.
         assert!(
@@ -740,14 +745,7 @@ mod tests {
         let store = Store::open(&path).unwrap();
         tick(&store, ds.clone());
         assert_eq!(packed(&store), (20, 1, vec![20]));
-        let pack = store
-            .with(|db| {
-                let txn = redb::ReadableDatabase::begin_read(db)?;
-                let t = txn.open_table(PACKS)?;
-                let len = t.iter()?.next().unwrap()?.1.value().len();
-                Ok(len)
-            })
-            .unwrap();
+        let pack = first_pack_len(&store);
         assert!(
             pack < raw / 8,
             "a pack of {pack} bytes for {raw} bytes of bodies"
