@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! bench all --alertd target/release/alertd [--alertmanager PATH] [--runs 5] [--quick]
-//! bench load --url http://127.0.0.1:7878/v1/events --mode batch|batch-ids|single|am-batch|am-single
+//! bench load --url http://127.0.0.1:7878/v1/events --mode batch|batch-copy|batch-ids|batch-pad|single|am-batch|am-single
 //! bench load --url http://127.0.0.1:7878/v1/traces --mode otlp  (dedup_window = "1ms", see otlp_bodies)
 //! bench gen-config --alerts 10000 --port 7878 --data /tmp/x   (prints an alertd config)
 //! bench gen-config ... --nats nats://127.0.0.1:4222           (… with a [[source.nats]] table)
@@ -68,7 +68,8 @@ enum Cmd {
     Load {
         #[arg(long)]
         url: String,
-        /// batch | batch-ids (a unique client id per event) | single | otlp | am-batch | am-single
+        /// batch | batch-copy (batch, each body copied like batch-ids') | batch-ids (a unique client
+        /// id per event) | batch-pad (batch-ids' bytes, no id) | single | otlp | am-batch | am-single
         #[arg(long, default_value = "batch")]
         mode: String,
         #[arg(long, default_value_t = 10.0)]
@@ -831,6 +832,14 @@ fn load_spec(
             stamp = Some(Arc::new(Stamper::new(16, BATCH, true)));
             ("application/x-ndjson", Vec::new(), 4, BATCH, 202)
         }
+        "batch-copy" => {
+            stamp = Some(Arc::new(Stamper::new(16, BATCH, false)));
+            ("application/x-ndjson", Vec::new(), 4, BATCH, 202)
+        }
+        "batch-pad" => {
+            stamp = Some(Arc::new(Stamper::with_field(16, BATCH, Some("pad"))));
+            ("application/x-ndjson", Vec::new(), 4, BATCH, 202)
+        }
         "batch" => (
             "application/x-ndjson",
             trace_bodies(16, BATCH),
@@ -871,6 +880,12 @@ const ID_LEN: usize = 36;
 
 impl Stamper {
     fn new(count: usize, per: usize, ids: bool) -> Stamper {
+        Stamper::with_field(count, per, ids.then_some("id"))
+    }
+
+    /// Like [`Stamper::new`], with the stamped UUID under `field` (`"id"`: a client id; any
+    /// other name: the same bytes, which alertd ignores, to tell an id's cost from its bytes').
+    fn with_field(count: usize, per: usize, field: Option<&str>) -> Stamper {
         let templates = (0..count)
             .map(|b| {
                 let mut s = String::with_capacity(per * 180);
@@ -879,8 +894,8 @@ impl Stamper {
                 for k in 0..per {
                     line.clear();
                     trace_line(b * per + k, &mut line);
-                    if ids {
-                        s.push_str(r#"{"id":""#);
+                    if let Some(field) = field {
+                        s.push_str(&format!("{{\"{field}\":\""));
                         offsets.push(s.len());
                         s.push_str(&"0".repeat(ID_LEN));
                         s.push_str("\",");
@@ -2819,21 +2834,23 @@ fn render(ctx: &Ctx, runs: usize, took: Duration) -> String {
         })
         .map(|x| stats(&x.values).0)
         .unwrap_or(f64::NAN);
-    // The process's writes include its log lines, which the bench sends to a file; the store's
-    // own (`alertd_store_bytes_written_total`, the counter the issue names) are shown beside.
+    // Judged on the store's writes (`alertd_store_bytes_written_total`, the counter the issue
+    // names). The process's writes (/proc) add its log lines, which the bench sends to a file
+    // (under systemd they go to the journal, not alertd's own writes): shown beside, not judged.
     let (store_kib, accepted_kib) = (
         find("10 per-event", "alertd", "alertd_store_bytes_written KiB/s"),
         find("10 per-event", "alertd", "accepted KiB/s (request bytes)"),
     );
+    let store_ratio = store_kib / accepted_kib;
     target(
-        "(21) 2,000 per-event alerts at ~150 events/s: disk writes ≤ 3× the accepted event bytes",
+        "(21) 2,000 per-event alerts at ~150 events/s: store writes (alertd_store_bytes_written_total) ≤ 3× the accepted event bytes",
         format!(
-            "{}× (/proc write_bytes, its log lines included; the store alone {}×; ingest alone {}×)",
-            fmt_num(wr),
-            fmt_num(store_kib / accepted_kib),
-            fmt_num(alone)
+            "{}× (ingest alone {}×; the whole process, its info log lines to a file included: {}×)",
+            fmt_num(store_ratio),
+            fmt_num(alone),
+            fmt_num(wr)
         ),
-        wr.is_finite().then_some(wr <= 3.0),
+        store_ratio.is_finite().then_some(store_ratio <= 3.0),
     );
     let np = "8 no project filter";
     let (npe, nprss, npcpu) = (
