@@ -22,8 +22,8 @@
 //!   window, or early (oldest first) while more than `ingest.max_remembered_ids` are remembered.
 //!
 //! Memory: unsealed ids cost 21 bytes per hash-table slot (24–48 bytes per id), and sets are
-//! capped at [`MAX_SET`] ids (5.5 MiB) with at most [`MAX_FROZEN`] frozen ones waiting, so
-//! unsealed ids use at most ≈ 17 MiB (plus ≈ 7 MiB while a run is sorted, and the emptied
+//! capped at [`MAX_SET`] ids (2.75 MiB) with at most [`MAX_FROZEN`] frozen ones waiting, so
+//! unsealed ids use at most ≈ 8.5 MiB (plus ≈ 3.5 MiB while a run is sorted, and the emptied
 //! table of the last sealed set, kept for the next set while ids keep coming); sealed ids cost
 //! their filter, ≈ 2.3 bytes each (23 MiB for the default cap of 10 million).
 
@@ -56,9 +56,16 @@ const BLOCK_IDS: usize = 203;
 /// Ids written per sealing step (48 blocks, 195 KB), so one step holds the single writer for
 /// about a millisecond and ingest commits interleave.
 const SEAL_STEP_IDS: usize = BLOCK_IDS * 48;
-/// The most ids an unsealed set holds: 2^18 × 7/8, the most a 2^18-slot hash table takes
-/// (2^18 × 21 bytes = 5.5 MiB); sorting one for sealing takes about 20 ms on the sealing thread.
-pub const MAX_SET: usize = 229_376;
+/// The most ids an unsealed set holds: 2^17 × 7/8, the most a 2^17-slot hash table takes
+/// (2^17 × 21 bytes = 2.75 MiB); sorting one for sealing takes about 10 ms on the sealing thread.
+///
+/// Sealing a set ends in one step that holds the single writer while it deletes the set's log
+/// rows (one per 254 ids), and the next append's durable commit writes the set's run pages:
+/// with sets of 2^18 slots that step took 6–8 ms, and ingest with a client id on every event
+/// had a p99 of 29–38 ms. Sets half that size: p99 22–26 ms and 30–35 MiB less RSS, at the
+/// same throughput (interleaved `bench load --mode batch-ids` runs, 10 s and 30 s; the 30 s
+/// ones reach the 10 M cap, where twice as many runs are probed).
+pub const MAX_SET: usize = 114_688;
 /// Frozen sets allowed to wait for sealing; past this, an append seals before it returns.
 pub const MAX_FROZEN: usize = 2;
 /// Runs smaller than this keep their first 8 key bytes sorted instead of a filter (exact, and
@@ -194,7 +201,7 @@ pub(super) struct IdState {
     /// The last `ingest.max_remembered_ids` prune was given (sets are an eighth of it).
     max_ids: u64,
     /// The emptied hash table of the last set sealed, for the next active set: a fresh table of
-    /// [`MAX_SET`] ids is 5.5 MiB of new pages, and faulting them in on the commit thread took a
+    /// [`MAX_SET`] ids is 2.75 MiB of new pages, and faulting them in on the commit thread took a
     /// tenth of that thread's time under ingest with ids. Dropped when ingest of ids stops.
     spare: Option<KeyMap>,
 }
