@@ -369,6 +369,16 @@ mod tests {
     }
 
     /// A page-long run of event-like text, as a request's inbox row holds it.
+    /// A fresh log in a temp dir, for data file `file_id`, that deflates even back-to-back records
+    /// (no busy gap), for the tests of deflated records.
+    fn eager_wal(file_id: u64) -> (tempfile::TempDir, std::path::PathBuf, Wal) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.wal");
+        let mut wal = Wal::create(&path, file_id, 0).unwrap();
+        wal.busy_gap = std::time::Duration::ZERO;
+        (dir, path, wal)
+    }
+
     fn text(n: usize) -> Vec<u8> {
         (0..n)
             .map(|i| format!("{{\"details\":\"match {i}: the customer asked\"}}"))
@@ -430,10 +440,7 @@ mod tests {
 
     #[test]
     fn a_body_longer_than_a_page_is_deflated_when_that_takes_fewer_pages() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.wal");
-        let mut wal = Wal::create(&path, 3, 0).unwrap();
-        wal.busy_gap = std::time::Duration::ZERO;
+        let (_dir, path, mut wal) = eager_wal(3);
         let rows = text(300);
         assert!(rows.len() > 3 * PAGE as usize);
         let written = wal
@@ -520,10 +527,7 @@ mod tests {
 
     #[test]
     fn a_record_with_an_unknown_flag_or_a_corrupt_deflated_body_ends_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.wal");
-        let mut wal = Wal::create(&path, 1, 0).unwrap();
-        wal.busy_gap = std::time::Duration::ZERO;
+        let (_dir, path, mut wal) = eager_wal(1);
         wal.append(&body(&[(Table::Inbox, 1, b"a")])).unwrap();
         wal.append(&body(&[(Table::Inbox, 2, &text(300))])).unwrap();
         assert_eq!(flags_at(&path, PAGE), DEFLATED);
