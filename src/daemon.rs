@@ -72,12 +72,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot start the engine: {e}"))?;
     let journal = ractor::call!(supervisor, SupervisorMsg::Journal)
         .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
+    let intake = ractor::call!(journal, crate::journal::JournalMsg::Intake)
+        .map_err(|e| anyhow::anyhow!("engine: {e}"))?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
     let state = AppState::new(Inner {
         supervisor: supervisor.clone(),
         journal,
+        intake,
         store,
         config: live,
         config_path: config_path.to_path_buf(),

@@ -1,9 +1,12 @@
 //! The journal actor: durable, group-committed appends to the inbox.
 //!
-//! HTTP handlers send validated batches. While one commit (one fsync: of the append log for a
-//! small commit, of the data file for a large one; see `store::wal`) runs on a blocking thread,
-//! newly arriving batches wait; when it ends they are all committed together in the next
-//! transaction. The wait is what makes commits large: a build that started the next commit
+//! HTTP handlers and sources hand validated batches to the journal's [`Intake`]. While one
+//! commit (one fsync: of the append log for a small commit, of the data file for a large one;
+//! see `store::wal`) runs on a blocking thread, newly arriving batches wait; when it ends they
+//! are all committed together in the next transaction, on the same thread. A request costs no
+//! message to the actor and a commit no hand-over between threads: under single-event ingest,
+//! where the CPU is the limit, those hops were a measurable share of it. The actor owns the
+//! intake, answers `Flush`, and stops (stopping alertd) if the commit loop panics. The wait is what makes commits large: a build that started the next commit
 //! during the previous one's fsync made twice as many commits of half the size, and each
 //! commit's fixed CPU (≈ 110–150 µs) then cost single-event ingest 8–23 % of its throughput
 //! on 2 cores (README, "single-event ingest, where its CPU goes"). Each request is answered only after its commit, and the stored events are then
@@ -40,9 +43,10 @@ pub enum JournalMsg {
     /// A group of events stored whole and de-duplicated by one id (a NATS message), committed
     /// with the other pending requests (see [`Store::append_keyed`]).
     AppendKeyed(String, Vec<NewEvent>, Reply),
-    Committed(Result<Vec<AppendOutcome>, String>, Vec<(usize, Reply)>),
     /// Replies when nothing is pending or being committed.
     Flush(RpcReplyPort<()>),
+    /// The intake, for callers that append without a message per request (the HTTP handlers).
+    Intake(RpcReplyPort<Intake>),
 }
 
 /// Start-up arguments.
@@ -58,14 +62,36 @@ pub struct JournalArgs {
     pub last_seq: u64,
 }
 
-pub struct JournalState {
+/// Where requests wait for the next commit. Cloned into every HTTP handler; the first request
+/// that finds no commit running starts the commit loop.
+#[derive(Clone)]
+pub struct Intake(Arc<Shared>);
+
+struct Shared {
+    queue: std::sync::Mutex<Queue>,
+    /// The commit loop's state; held by the one loop running.
+    committer: std::sync::Mutex<Committer>,
+    /// Stopped when the commit loop panics.
+    journal: ActorRef<JournalMsg>,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Requests waiting for the next commit, with their group key (`AppendKeyed`).
+    pending: Vec<(Option<String>, Vec<NewEvent>, Reply)>,
+    /// The commit loop is running (it stops when it finds nothing pending).
+    committing: bool,
+    flushes: Vec<RpcReplyPort<()>>,
+}
+
+struct Committer {
     args: JournalArgs,
     /// The highest sequence number handed to the router.
     routed: u64,
-    /// Requests waiting for the next commit, with their group key (`AppendKeyed`).
-    pending: Vec<(Option<String>, Vec<NewEvent>, Reply)>,
-    committing: bool,
-    flushes: Vec<RpcReplyPort<()>>,
+}
+
+pub struct JournalState {
+    intake: Intake,
 }
 
 /// The journal actor.
@@ -86,65 +112,17 @@ pub fn kind_name(e: &Event) -> &'static str {
     }
 }
 
-fn start_commit(myself: &ActorRef<JournalMsg>, state: &mut JournalState) {
-    if state.committing || state.pending.is_empty() {
-        return;
-    }
-    state.committing = true;
-    let batch = std::mem::take(&mut state.pending);
-    let mut replies = Vec::with_capacity(batch.len());
-    let mut requests = Vec::with_capacity(batch.len());
-    let mut keys = Vec::with_capacity(batch.len());
-    for (key, events, reply) in batch {
-        replies.push((events.len(), reply));
-        requests.push(events);
-        keys.push(key);
-    }
-    let store = state.args.store.clone();
-    let window = state.args.config.borrow().ingest.dedup_window.as_millis() as i64;
-    let me = myself.clone();
-    let known = state.routed;
-    tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        let n: usize = requests.iter().map(Vec::len).sum();
-        let shape = shapes(&requests, &keys);
-        let r = if keys.iter().all(Option::is_none) {
-            store.append(requests, now_ms(), window)
-        } else {
-            let keyed = keys
-                .into_iter()
-                .zip(requests)
-                .map(|(key, events)| KeyedRequest { key, events })
-                .collect();
-            store.append_keyed(keyed, now_ms(), window)
-        };
-        let r = r
-            .or_else(|e| {
-                verify(&store, known, &shape).map_err(|checked| {
-                    if checked {
-                        format!("the events were not stored: {e}")
-                    } else {
-                        format!("the store failed ({e}) and could not be checked: the events may or may not be stored; a retry with client ids is counted once")
-                    }
-                })
-            });
-        metrics::journal_commit(started.elapsed().as_secs_f64(), n);
-        let _ = me.cast(JournalMsg::Committed(r, replies));
-    });
-}
-
 /// What is needed to attribute rows to requests after an uncertain commit: each request's size,
 /// and its events' [`id_print`]s when it may hold duplicates (client ids given).
 type Shape = Vec<(usize, Option<Vec<u128>>)>;
 
-fn shapes(requests: &[Vec<NewEvent>], keys: &[Option<String>]) -> Shape {
+fn shapes(requests: &[KeyedRequest]) -> Shape {
     requests
         .iter()
-        .zip(keys)
-        .map(|(r, key)| {
-            let ids = (key.is_some() || r.iter().any(|e| e.client_id.is_some()))
-                .then(|| r.iter().map(|e| id_print(&e.event.id)).collect());
-            (r.len(), ids)
+        .map(|r| {
+            let ids = (r.key.is_some() || r.events.iter().any(|e| e.client_id.is_some()))
+                .then(|| r.events.iter().map(|e| id_print(&e.event.id)).collect());
+            (r.events.len(), ids)
         })
         .collect()
 }
@@ -200,24 +178,155 @@ fn verify(store: &Store, known: u64, shape: &Shape) -> Result<Vec<AppendOutcome>
     Ok(out)
 }
 
-/// Routes inbox rows `(after, through]` that were committed without being routed.
-async fn route_gap(args: &JournalArgs, after: u64, through: u64) {
-    let store = args.store.clone();
-    let limit = (through - after) as usize;
-    match tokio::task::spawn_blocking(move || store.read_inbox(after, limit)).await {
-        Ok(Ok(rows)) => {
-            tracing::warn!(
-                rows = rows.len(),
-                "routing rows of an earlier commit whose outcome was unknown"
-            );
-            let rows: crate::router::Routed =
-                rows.into_iter().map(|(s, e)| (s, Arc::new(e))).collect();
-            let _ = args.router.cast(RouterMsg::Route(rows));
+impl Intake {
+    /// Queues a request for the next commit; `reply` is answered after it.
+    pub fn append(&self, key: Option<String>, events: Vec<NewEvent>, reply: Reply) {
+        let start = {
+            let mut q = self
+                .0
+                .queue
+                .lock()
+                .expect("journal queue lock is never poisoned");
+            q.pending.push((key, events, reply));
+            !std::mem::replace(&mut q.committing, true)
+        };
+        if start {
+            let shared = self.0.clone();
+            tokio::task::spawn_blocking(move || commit_loop(&shared));
         }
-        // They are replayed at the next start.
-        _ => tracing::error!(
-            "cannot read back unrouted inbox rows; they are counted after a restart"
-        ),
+    }
+
+    /// Answers `reply` once nothing is pending or being committed.
+    fn flush(&self, reply: RpcReplyPort<()>) {
+        let mut q = self
+            .0
+            .queue
+            .lock()
+            .expect("journal queue lock is never poisoned");
+        if q.committing {
+            q.flushes.push(reply);
+        } else {
+            let _ = reply.send(());
+        }
+    }
+}
+
+/// Commits what is pending, then what arrived meanwhile, until nothing is.
+fn commit_loop(shared: &Shared) {
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut committer = shared
+            .committer
+            .lock()
+            .expect("the commit loop does not panic while holding it");
+        loop {
+            let batch = {
+                let mut q = shared
+                    .queue
+                    .lock()
+                    .expect("journal queue lock is never poisoned");
+                if q.pending.is_empty() {
+                    q.committing = false;
+                    for f in q.flushes.drain(..) {
+                        let _ = f.send(());
+                    }
+                    return;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            committer.commit(batch);
+        }
+    }));
+    if run.is_err() {
+        tracing::error!("the journal's commit loop panicked");
+        shared
+            .journal
+            .stop(Some("the journal's commit loop panicked".into()));
+    }
+}
+
+impl Committer {
+    /// One commit of these requests: stored, answered and routed.
+    fn commit(&mut self, batch: Vec<(Option<String>, Vec<NewEvent>, Reply)>) {
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut requests = Vec::with_capacity(batch.len());
+        for (key, events, reply) in batch {
+            replies.push((events.len(), reply));
+            requests.push(KeyedRequest { key, events });
+        }
+        let store = &self.args.store;
+        let window = self.args.config.borrow().ingest.dedup_window.as_millis() as i64;
+        let started = std::time::Instant::now();
+        let n: usize = requests.iter().map(|r| r.events.len()).sum();
+        let shape = shapes(&requests);
+        let result = store
+            .append_keyed(requests, now_ms(), window)
+            .or_else(|e| {
+                verify(store, self.routed, &shape).map_err(|checked| {
+                    if checked {
+                        format!("the events were not stored: {e}")
+                    } else {
+                        format!("the store failed ({e}) and could not be checked: the events may or may not be stored; a retry with client ids is counted once")
+                    }
+                })
+            });
+        metrics::journal_commit(started.elapsed().as_secs_f64(), n);
+        self.args.queued.fetch_sub(n, Ordering::AcqRel);
+        let outcomes = match result {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                tracing::error!(error = %e, "journal commit failed; answering 503");
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                return;
+            }
+        };
+        let mut routed = Vec::with_capacity(n);
+        let mut by_kind: HashMap<&'static str, u64> = HashMap::new();
+        for ((_, reply), outcome) in replies.into_iter().zip(outcomes) {
+            for (_, e) in &outcome.stored {
+                *by_kind.entry(kind_name(e)).or_default() += 1;
+            }
+            let _ = reply.send(Ok(Appended {
+                accepted: outcome.stored.len(),
+                duplicates: outcome.duplicates,
+            }));
+            routed.extend(outcome.stored.into_iter().map(|(s, e)| (s, Arc::new(e))));
+        }
+        for (kind, n) in by_kind {
+            metrics::events(kind, "accepted", n);
+        }
+        // Rows of an earlier commit whose outcome was unknown are routed first.
+        if let Some(first) = routed.first().map(|r| r.0) {
+            if first > self.routed + 1 {
+                self.route_gap(first - 1);
+            }
+        }
+        if let Some((last, _)) = routed.last() {
+            self.routed = *last;
+            // The router stops only with alertd; rows it did not take are replayed at start.
+            let _ = self.args.router.cast(RouterMsg::Route(routed));
+        }
+    }
+
+    /// Routes inbox rows `(routed, through]` that were committed without being routed.
+    fn route_gap(&mut self, through: u64) {
+        let limit = (through - self.routed) as usize;
+        match self.args.store.read_inbox(self.routed, limit) {
+            Ok(rows) => {
+                tracing::warn!(
+                    rows = rows.len(),
+                    "routing rows of an earlier commit whose outcome was unknown"
+                );
+                let rows: crate::router::Routed =
+                    rows.into_iter().map(|(s, e)| (s, Arc::new(e))).collect();
+                let _ = self.args.router.cast(RouterMsg::Route(rows));
+            }
+            // They are replayed at the next start.
+            Err(_) => tracing::error!(
+                "cannot read back unrouted inbox rows; they are counted after a restart"
+            ),
+        }
     }
 }
 
@@ -228,85 +337,34 @@ impl Actor for Journal {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: JournalArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        Ok(JournalState {
-            routed: args.last_seq,
-            args,
-            pending: Vec::new(),
-            committing: false,
-            flushes: Vec::new(),
-        })
+        let intake = Intake(Arc::new(Shared {
+            queue: std::sync::Mutex::new(Queue::default()),
+            committer: std::sync::Mutex::new(Committer {
+                routed: args.last_seq,
+                args,
+            }),
+            journal: myself,
+        }));
+        Ok(JournalState { intake })
     }
 
     async fn handle(
         &self,
-        myself: ActorRef<Self::Msg>,
+        _myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            JournalMsg::Append(events, reply) => state.pending.push((None, events, reply)),
+            JournalMsg::Append(events, reply) => state.intake.append(None, events, reply),
             JournalMsg::AppendKeyed(key, events, reply) => {
-                state.pending.push((Some(key), events, reply))
+                state.intake.append(Some(key), events, reply)
             }
-            JournalMsg::Committed(result, replies) => {
-                state.committing = false;
-                let total: usize = replies.iter().map(|(n, _)| n).sum();
-                state.args.queued.fetch_sub(total, Ordering::AcqRel);
-                match result {
-                    Ok(outcomes) => {
-                        // The next commit starts before this one's answers and routing, so the
-                        // single writer is not idle meanwhile; it needs `routed` (the rows it
-                        // may verify after an error start past it), unless a gap must be
-                        // routed first.
-                        let first = outcomes.iter().find_map(|o| o.stored.first()).map(|r| r.0);
-                        let gap = first.filter(|f| *f > state.routed + 1);
-                        if let Some(last) = outcomes.iter().rev().find_map(|o| o.stored.last()) {
-                            if gap.is_none() {
-                                state.routed = last.0;
-                                start_commit(&myself, state);
-                            }
-                        }
-                        let mut routed = Vec::new();
-                        let mut by_kind: HashMap<&'static str, u64> = HashMap::new();
-                        for ((_, reply), outcome) in replies.into_iter().zip(outcomes) {
-                            for (_, e) in &outcome.stored {
-                                *by_kind.entry(kind_name(e)).or_default() += 1;
-                            }
-                            let _ = reply.send(Ok(Appended {
-                                accepted: outcome.stored.len(),
-                                duplicates: outcome.duplicates,
-                            }));
-                            routed
-                                .extend(outcome.stored.into_iter().map(|(s, e)| (s, Arc::new(e))));
-                        }
-                        for (kind, n) in by_kind {
-                            metrics::events(kind, "accepted", n);
-                        }
-                        if let Some(first) = gap {
-                            route_gap(&state.args, state.routed, first - 1).await;
-                        }
-                        if let Some((last, _)) = routed.last() {
-                            state.routed = *last;
-                            state.args.router.cast(RouterMsg::Route(routed))?;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "journal commit failed; answering 503");
-                        for (_, reply) in replies {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
-                }
-            }
-            JournalMsg::Flush(reply) => state.flushes.push(reply),
-        }
-        start_commit(&myself, state);
-        if !state.committing && state.pending.is_empty() {
-            for f in state.flushes.drain(..) {
-                let _ = f.send(());
+            JournalMsg::Flush(reply) => state.intake.flush(reply),
+            JournalMsg::Intake(reply) => {
+                let _ = reply.send(state.intake.clone());
             }
         }
         Ok(())
@@ -372,8 +430,14 @@ mod tests {
                 event(Some("b"), crate::ingest::new_event_id(now)),
             ],
         ];
-        let keys = vec![None; requests.len()];
-        let shape = shapes(&requests, &keys);
+        let keyed: Vec<KeyedRequest> = requests
+            .iter()
+            .map(|events| KeyedRequest {
+                key: None,
+                events: events.clone(),
+            })
+            .collect();
+        let shape = shapes(&keyed);
         assert!(
             shape[1].1.is_none(),
             "a request without client ids has no duplicates"
@@ -388,5 +452,109 @@ mod tests {
         // Nothing past what was known: the commit is known not to have happened.
         let last = store.last_seq().unwrap();
         assert_eq!(verify(&store, last, &shape).err(), Some(true));
+    }
+
+    /// Records what the journal routes.
+    struct Recorder(Arc<std::sync::Mutex<Vec<u64>>>);
+
+    impl Actor for Recorder {
+        type Msg = RouterMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<RouterMsg>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+
+        async fn handle(
+            &self,
+            _myself: ActorRef<RouterMsg>,
+            msg: RouterMsg,
+            _state: &mut (),
+        ) -> Result<(), ActorProcessingErr> {
+            if let RouterMsg::Route(rows) = msg {
+                self.0.lock().unwrap().extend(rows.iter().map(|r| r.0));
+            }
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_are_each_answered_and_routed_once_in_sequence_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("alertd.redb")).unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (router, _r) = Actor::spawn(None, Recorder(seen.clone()), ())
+            .await
+            .unwrap();
+        let config =
+            crate::config::Config::from_toml(std::path::Path::new("t.toml"), "", false).unwrap();
+        let (_tx, live) = tokio::sync::watch::channel(Arc::new(config));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (journal, _j) = Actor::spawn(
+            None,
+            Journal,
+            JournalArgs {
+                store: store.clone(),
+                router,
+                config: live,
+                queued: queued.clone(),
+                last_seq: 0,
+            },
+        )
+        .await
+        .unwrap();
+        let intake = ractor::call!(journal, JournalMsg::Intake).unwrap();
+        let now = crate::clock::now_ms();
+        // 300 requests of 1–3 events from concurrent tasks, every tenth one also through the
+        // actor's message (as the sources send them), some repeating a client id.
+        let mut tasks = Vec::new();
+        for i in 0..300usize {
+            let intake = intake.clone();
+            let journal = journal.clone();
+            let queued = queued.clone();
+            tasks.push(tokio::spawn(async move {
+                let events: Vec<NewEvent> = (0..1 + i % 3)
+                    .map(|k| {
+                        let id = (k == 0 && i % 7 == 0).then(|| format!("c{}", i % 14));
+                        event(id.as_deref(), crate::ingest::new_event_id(now))
+                    })
+                    .collect();
+                queued.fetch_add(events.len(), Ordering::AcqRel);
+                let (tx, rx) = ractor::concurrency::oneshot();
+                if i % 10 == 0 {
+                    journal.cast(JournalMsg::Append(events, tx.into())).unwrap();
+                } else {
+                    intake.append(None, events, tx.into());
+                }
+                rx.await.unwrap().unwrap()
+            }));
+        }
+        let mut accepted = 0;
+        let mut duplicates = 0;
+        for t in tasks {
+            let a = t.await.unwrap();
+            accepted += a.accepted;
+            duplicates += a.duplicates;
+        }
+        assert_eq!(
+            accepted + duplicates,
+            (0..300).map(|i| 1 + i % 3).sum::<usize>()
+        );
+        // Ids c0, c7 (i = 0, 7, 14, …): 300 / 7 → 43 requests with an id, 2 distinct ids.
+        assert_eq!(duplicates, 41);
+        ractor::call!(journal, JournalMsg::Flush).unwrap();
+        assert_eq!(queued.load(Ordering::Acquire), 0);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while seen.lock().unwrap().len() < accepted && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen, (1..=accepted as u64).collect::<Vec<_>>());
+        assert_eq!(store.last_seq().unwrap(), accepted as u64);
     }
 }

@@ -4,7 +4,6 @@
 use super::{unavailable, ApiError, AppState};
 use crate::clock::now_ms;
 use crate::ingest::{self, Limits};
-use crate::journal::JournalMsg;
 use crate::metrics;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -186,13 +185,11 @@ pub(crate) async fn append(
         inner.queued.fetch_sub(n, Ordering::AcqRel);
         return Err("the journal queue is full; retry shortly".into());
     }
-    let r = inner
-        .journal
-        .call(|reply| JournalMsg::Append(events, reply), None)
-        .await;
-    match r {
-        Ok(ractor::rpc::CallResult::Success(r)) => r,
-        _ => Err("the journal stopped while committing: the events may or may not be stored; a retry with client ids is counted once".into()),
+    let (reply, answer) = ractor::concurrency::oneshot();
+    inner.intake.append(None, events, reply.into());
+    match answer.await {
+        Ok(r) => r,
+        Err(_) => Err("the journal stopped while committing: the events may or may not be stored; a retry with client ids is counted once".into()),
     }
 }
 

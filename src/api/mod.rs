@@ -42,6 +42,8 @@ pub struct AppState(Arc<Inner>);
 pub struct Inner {
     pub supervisor: ActorRef<SupervisorMsg>,
     pub journal: ActorRef<JournalMsg>,
+    /// The journal's intake: requests are queued there directly, without a message each.
+    pub intake: crate::journal::Intake,
     pub store: Store,
     /// The running config (updated by the supervisor when a reload is applied).
     pub config: LiveConfig,
