@@ -82,6 +82,9 @@ struct Queue {
     /// The commit loop is running (it stops when it finds nothing pending).
     committing: bool,
     flushes: Vec<RpcReplyPort<()>>,
+    /// The commit loop panicked: requests are refused (their reply dropped, which the caller
+    /// reports as an unknown outcome) while alertd stops.
+    broken: bool,
 }
 
 struct Committer {
@@ -187,6 +190,9 @@ impl Intake {
                 .queue
                 .lock()
                 .expect("journal queue lock is never poisoned");
+            if q.broken {
+                return;
+            }
             q.pending.push((key, events, reply));
             !std::mem::replace(&mut q.committing, true)
         };
@@ -203,7 +209,7 @@ impl Intake {
             .queue
             .lock()
             .expect("journal queue lock is never poisoned");
-        if q.committing {
+        if q.committing && !q.broken {
             q.flushes.push(reply);
         } else {
             let _ = reply.send(());
@@ -238,6 +244,21 @@ fn commit_loop(shared: &Shared) {
     }));
     if run.is_err() {
         tracing::error!("the journal's commit loop panicked");
+        let (pending, flushes) = {
+            let mut q = shared
+                .queue
+                .lock()
+                .expect("journal queue lock is never poisoned");
+            q.broken = true;
+            (
+                std::mem::take(&mut q.pending),
+                std::mem::take(&mut q.flushes),
+            )
+        };
+        drop(pending);
+        for f in flushes {
+            let _ = f.send(());
+        }
         shared
             .journal
             .stop(Some("the journal's commit loop panicked".into()));
@@ -258,6 +279,13 @@ impl Committer {
         let started = std::time::Instant::now();
         let n: usize = requests.iter().map(|r| r.events.len()).sum();
         let shape = shapes(&requests);
+        #[cfg(test)]
+        if requests
+            .iter()
+            .any(|r| r.events.iter().any(|e| e.event.id == "test: panic"))
+        {
+            panic!("test: the commit panics");
+        }
         let result = store
             .append_keyed(requests, now_ms(), window)
             .or_else(|e| {
@@ -556,5 +584,49 @@ mod tests {
         let seen = seen.lock().unwrap().clone();
         assert_eq!(seen, (1..=accepted as u64).collect::<Vec<_>>());
         assert_eq!(store.last_seq().unwrap(), accepted as u64);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_commit_stops_the_journal_and_leaves_no_request_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("alertd.redb")).unwrap();
+        let (router, _r) = Actor::spawn(None, Recorder(Default::default()), ())
+            .await
+            .unwrap();
+        let config =
+            crate::config::Config::from_toml(std::path::Path::new("t.toml"), "", false).unwrap();
+        let (_tx, live) = tokio::sync::watch::channel(Arc::new(config));
+        let (journal, stopped) = Actor::spawn(
+            None,
+            Journal,
+            JournalArgs {
+                store: store.clone(),
+                router,
+                config: live,
+                queued: Arc::new(AtomicUsize::new(0)),
+                last_seq: 0,
+            },
+        )
+        .await
+        .unwrap();
+        let intake = ractor::call!(journal, JournalMsg::Intake).unwrap();
+        let (tx, rx) = ractor::concurrency::oneshot();
+        intake.append(None, vec![event(None, "test: panic".into())], tx.into());
+        assert!(
+            rx.await.is_err(),
+            "the panicked commit's request is not answered as done"
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(10), stopped)
+            .await
+            .expect("the journal stops")
+            .unwrap();
+        // Later requests are refused at once instead of waiting for a loop that is gone.
+        let (tx, rx) = ractor::concurrency::oneshot();
+        intake.append(None, vec![event(None, "after".into())], tx.into());
+        let later = tokio::time::timeout(std::time::Duration::from_secs(10), rx)
+            .await
+            .expect("not left waiting");
+        assert!(later.is_err());
+        assert_eq!(store.last_seq().unwrap(), 0);
     }
 }
