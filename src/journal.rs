@@ -3,14 +3,19 @@
 //! HTTP handlers and sources hand validated batches to the journal's [`Intake`]. While one
 //! commit (one fsync: of the append log for a small commit, of the data file for a large one;
 //! see `store::wal`) runs on a blocking thread, newly arriving batches wait; when it ends they
-//! are all committed together in the next transaction, on the same thread. A request costs no
-//! message to the actor and a commit no hand-over between threads: under single-event ingest,
-//! where the CPU is the limit, those hops were a measurable share of it. The actor owns the
-//! intake, answers `Flush`, and stops (stopping alertd) if the commit loop panics. The wait is what makes commits large: a build that started the next commit
-//! during the previous one's fsync made twice as many commits of half the size, and each
-//! commit's fixed CPU (≈ 110–150 µs) then cost single-event ingest 8–23 % of its throughput
-//! on 2 cores (README, "single-event ingest, where its CPU goes"). Each request is answered only after its commit, and the stored events are then
-//! forwarded to the router in sequence order.
+//! are all committed together in the next transaction, on the same thread. Each request is
+//! answered only after its commit, and the stored events are then forwarded to the router in
+//! sequence order.
+//!
+//! A request costs no message to the actor and a commit no hand-over between threads: under
+//! single-event ingest, where the CPU is the limit, those hops were a measurable share of it.
+//! The actor owns the intake, answers `Flush`, and stops (stopping alertd) if the commit loop
+//! panics.
+//!
+//! The wait is what makes commits large. A build that started the next commit during the
+//! previous one's fsync made twice as many commits of half the size, and each commit's fixed
+//! CPU (≈ 110–150 µs) then cost single-event ingest 4–23 % of its throughput on 2 cores
+//! (README, "single-event ingest, fewer hand-offs, where its CPU goes").
 //!
 //! Whatever reached the inbox is routed, and answers are truthful: when a commit reports an
 //! error, the journal checks the store; if the rows are there after all (the error came after
