@@ -516,10 +516,17 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_requests_are_each_answered_and_routed_once_in_sequence_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("alertd.redb")).unwrap();
+    /// A journal on `store` whose router records what it is sent: the journal, its handle, its
+    /// intake, its queue counter and the sequence numbers routed.
+    async fn start(
+        store: &Store,
+    ) -> (
+        ActorRef<JournalMsg>,
+        ractor::concurrency::JoinHandle<()>,
+        Intake,
+        Arc<AtomicUsize>,
+        Arc<std::sync::Mutex<Vec<u64>>>,
+    ) {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (router, _r) = Actor::spawn(None, Recorder(seen.clone()), ())
             .await
@@ -528,7 +535,7 @@ mod tests {
             crate::config::Config::from_toml(std::path::Path::new("t.toml"), "", false).unwrap();
         let (_tx, live) = tokio::sync::watch::channel(Arc::new(config));
         let queued = Arc::new(AtomicUsize::new(0));
-        let (journal, _j) = Actor::spawn(
+        let (journal, handle) = Actor::spawn(
             None,
             Journal,
             JournalArgs {
@@ -542,6 +549,14 @@ mod tests {
         .await
         .unwrap();
         let intake = ractor::call!(journal, JournalMsg::Intake).unwrap();
+        (journal, handle, intake, queued, seen)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_are_each_answered_and_routed_once_in_sequence_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("alertd.redb")).unwrap();
+        let (journal, _j, intake, queued, seen) = start(&store).await;
         let now = crate::clock::now_ms();
         // 300 requests of 1–3 events from concurrent tasks, every tenth one also through the
         // actor's message (as the sources send them), some repeating a client id.
@@ -595,26 +610,7 @@ mod tests {
     async fn a_panicking_commit_stops_the_journal_and_leaves_no_request_waiting() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("alertd.redb")).unwrap();
-        let (router, _r) = Actor::spawn(None, Recorder(Default::default()), ())
-            .await
-            .unwrap();
-        let config =
-            crate::config::Config::from_toml(std::path::Path::new("t.toml"), "", false).unwrap();
-        let (_tx, live) = tokio::sync::watch::channel(Arc::new(config));
-        let (journal, stopped) = Actor::spawn(
-            None,
-            Journal,
-            JournalArgs {
-                store: store.clone(),
-                router,
-                config: live,
-                queued: Arc::new(AtomicUsize::new(0)),
-                last_seq: 0,
-            },
-        )
-        .await
-        .unwrap();
-        let intake = ractor::call!(journal, JournalMsg::Intake).unwrap();
+        let (_journal, stopped, intake, _queued, _seen) = start(&store).await;
         let (tx, rx) = ractor::concurrency::oneshot();
         intake.append(None, vec![event(None, "test: panic".into())], tx.into());
         assert!(
