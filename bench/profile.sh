@@ -2,12 +2,13 @@
 # Profiles alertd under the benchmark's loads with `perf` (apt-get install linux-perf) and prints
 # the hottest symbols (self and children). Run after bench/run.sh built the binaries.
 #
-#   bench/profile.sh [batch|single|fanout|ids|nats ...]  (default: batch single fanout; ~30 s each)
+#   bench/profile.sh [batch|single|fanout|ids|pad|nats ...]  (default: batch single fanout; ~30 s each)
 #
 # batch   – 10 alerts, NDJSON batches of 1,000 trace events, 4 clients
 # single  – 10 alerts, one event per request, 64 clients
 # fanout  – 10,000 alerts over 100 projects, batched ingest (the router/alert fan-out)
 # ids     – 10 alerts, batched ingest with a unique client id on every event (issue 21)
+# pad     – as ids, the same bytes without ids (the id field renamed): what ids cost is ids − pad
 # nats    – 10 alerts, a JetStream backlog of NATS_MESSAGES (default 2,000) NDJSON messages of
 #           1,000 trace events drained by the source (needs nats-server, Debian package)
 set -euo pipefail
@@ -104,6 +105,7 @@ for s in "$@"; do
         single) profile single 10 single ;;
         fanout) profile fanout 10000 batch ;;
         ids) profile ids 10 batch-ids ;;
+        pad) profile pad 10 batch-pad ;;
         nats) profile_nats ;;
         *) echo "unknown profile $s"; exit 2 ;;
     esac
