@@ -67,10 +67,23 @@ pub(super) fn insert<'a>(
     stored: impl Iterator<Item = &'a (u64, Event)>,
     log: &mut super::wal::Body,
 ) -> Result<(), StoreError> {
-    let rows: Vec<&(u64, Event)> = stored.collect();
+    chunk_rows(stored.map(|(s, e)| (*s, e)), |key, value| {
+        inbox.insert(key, super::counted("inbox", value))?;
+        log.row(super::wal::Table::Inbox, key, value);
+        Ok(())
+    })
+}
+
+/// Cuts a commit's events into chunk rows (key = the chunk's last sequence number) and hands
+/// each to `emit`.
+pub(super) fn chunk_rows<'a>(
+    stored: impl Iterator<Item = (u64, &'a Event)>,
+    mut emit: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let rows: Vec<(u64, &Event)> = stored.collect();
     let mut value = Vec::new();
     for window in rows.chunks(CHUNK_EVENTS) {
-        let (bytes, ends) = codec::encode_items(window.iter().map(|(_, e)| e));
+        let (bytes, ends) = codec::encode_items(window.iter().map(|(_, e)| *e));
         let mut start = 0;
         while start < window.len() {
             let begin = if start == 0 { 0 } else { ends[start - 1] };
@@ -83,8 +96,7 @@ pub(super) fn insert<'a>(
             value.clear();
             value.extend_from_slice(&window[start].0.to_le_bytes());
             codec::seq_into(&mut value, end - start, &bytes[begin..ends[end - 1]]);
-            inbox.insert(window[end - 1].0, super::counted("inbox", &value))?;
-            log.row(super::wal::Table::Inbox, window[end - 1].0, &value);
+            emit(window[end - 1].0, &value)?;
             start = end;
         }
     }

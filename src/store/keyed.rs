@@ -43,17 +43,26 @@ impl Store {
         dedup_window_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
         let _w = super::written::attribute("append");
-        let r = self.with(|db| {
+        let r = self.with_db(|db| {
             // Held from the transaction to the log write: records go in commit order.
             let mut wal = self.inner.wal.lock().expect("wal lock is never poisoned");
             wal.restart_if_covered(self.inner.durable_lsn.load(Ordering::Acquire));
+            let requests = match self.append_to_tail(db, &mut wal, requests)? {
+                Ok(outcomes) => {
+                    self.inner.last_append_ms.store(now_ms, Ordering::Release);
+                    return Ok(outcomes);
+                }
+                Err(requests) => requests,
+            };
             let lsn = wal.next_lsn();
             let mut log = Body::default();
             let mut txn = db.begin_write()?;
             let mut outcomes = Vec::with_capacity(requests.len());
-            let (ids, direct) = {
+            let (ids, direct, seq) = {
                 let mut meta = txn.open_table(META)?;
                 let mut inbox = txn.open_table(INBOX)?;
+                // The tail's rows first: they were acknowledged before these.
+                wal.tail.insert_into(&mut inbox, &mut meta)?;
                 let mut seq = super::inbox::last_seq(&meta, &inbox)?;
                 let mut ids = self.inner.ids.batch(&txn, now_ms, dedup_window_ms);
                 for request in requests {
@@ -102,7 +111,7 @@ impl Store {
                 if logged {
                     meta.insert(META_WAL_LSN, lsn)?;
                 }
-                (ids, !log.is_empty() && !logged)
+                (ids, !log.is_empty() && !logged, seq)
             };
             txn.set_durability(if direct {
                 Durability::Immediate
@@ -110,6 +119,9 @@ impl Store {
                 Durability::None
             })?;
             txn.commit()?;
+            wal.tail.clear();
+            self.inner.tail_pending.store(false, Ordering::Release);
+            wal.last_seq = Some(seq);
             if direct {
                 // It holds every commit before it, so every record logged.
                 self.inner.durable_lsn.fetch_max(lsn - 1, Ordering::AcqRel);

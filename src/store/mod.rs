@@ -10,6 +10,7 @@ mod bodies;
 mod deflate;
 mod id_probe;
 mod ids;
+mod tail;
 pub use id_probe::ClientId;
 
 use crate::codec::{self, CodecError};
@@ -211,6 +212,9 @@ struct Inner {
     /// The highest append-log LSN a durable redb commit is known to hold: the log starts over
     /// once it covers every record written.
     durable_lsn: std::sync::atomic::AtomicU64,
+    /// The append log's tail holds rows not yet in redb (see [`tail`]): checked without the
+    /// log's lock by every operation, which flushes them first.
+    tail_pending: std::sync::atomic::AtomicBool,
     /// The bytes redb wrote to the data file since it was (re)opened.
     redb_written: Mutex<Arc<std::sync::atomic::AtomicU64>>,
 }
@@ -265,6 +269,7 @@ impl Store {
         let inner = Arc::new(Inner {
             wal: Mutex::new(wal),
             durable_lsn: durable_lsn.into(),
+            tail_pending: false.into(),
             redb_written: Mutex::new(written),
             db: RwLock::new(Some(Arc::new(db))),
             path: path.to_path_buf(),
@@ -338,8 +343,23 @@ impl Store {
         Ok(db)
     }
 
-    /// Runs `f` on the database; a storage error marks the handle for reopening.
+    /// Runs `f` on the database, after the append log's tail is in it (see [`tail`]); a storage
+    /// error marks the handle for reopening.
     fn with<T>(&self, f: impl FnOnce(&Database) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let (_nested, outer) = tail::Nested::enter();
+        self.with_db(|db| {
+            if outer {
+                self.flush_tail(db)?;
+            }
+            f(db)
+        })
+    }
+
+    /// [`Self::with`] without flushing the tail: for the appends, which handle it themselves.
+    fn with_db<T>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let db = self.db()?;
         let r = f(&db);
         if let Err(StoreError::Db(e)) = &r {

@@ -7,7 +7,9 @@
 //! memory) and its rows are appended here and `fdatasync`ed before the request is answered. redb
 //! writes those pages once, at its next durable commit (a tick's, typically), or never, when the
 //! rows were pruned before it. Large commits, where redb's overhead is small beside the data,
-//! stay durable redb commits and skip this log (see [`DIRECT_BYTES`]).
+//! stay durable redb commits and skip this log (see [`DIRECT_BYTES`]). Small commits without
+//! client ids go further and skip redb until another operation needs their rows (see
+//! [`super::tail`]).
 //!
 //! **Format.** The file `<data file>.wal` holds records at 4 KiB boundaries, each padded to whole
 //! pages (an `fdatasync` writes whole pages anyway, and a record never shares a page with the
@@ -145,6 +147,11 @@ pub(super) struct Wal {
     /// When the last record was written: records closer than `busy_gap` are written raw.
     last_append: Option<std::time::Instant>,
     busy_gap: std::time::Duration,
+    /// Rows of small commits logged here and not yet in redb (see [`super::tail`]).
+    pub(super) tail: super::tail::Tail,
+    /// The last sequence number an append gave out since the log was opened (`None`: read it
+    /// from the file), so a commit into the tail needs no transaction.
+    pub(super) last_seq: Option<u64>,
 }
 
 /// The log's path for a data file.
@@ -268,6 +275,8 @@ impl Wal {
             deflated: Vec::new(),
             last_append: None,
             busy_gap: BUSY_GAP,
+            tail: super::tail::Tail::default(),
+            last_seq: None,
         })
     }
 

@@ -229,3 +229,62 @@ fn rows_applied_by_a_tick_are_never_written_to_the_data_file() {
     assert_eq!(store.last_seq().unwrap(), 301);
     assert_eq!(store.load_checkpoint("a").unwrap(), Some(vec![1; 30]));
 }
+
+const TAIL_CHILD: &str = "ALERTD_TAIL_CRASH_CHILD";
+
+/// The child: single-event appends without ids (into the tail, past one flush by the tail's
+/// cap), a durable commit through another operation (`sync`, which flushes the tail first and
+/// lets the log start over), more of them; then it dies with the store open.
+fn tail_child(path: &Path) -> ! {
+    let store = Store::open(path).unwrap();
+    let one = |n: usize| {
+        store
+            .append(vec![vec![event(n, 10, None)]], NOW, WINDOW)
+            .unwrap()
+    };
+    for n in 0..100 {
+        one(n);
+    }
+    store.sync().unwrap();
+    for n in 100..150 {
+        one(n);
+    }
+    assert!(store.tail_rows() > 0, "the last appends are in the tail");
+    std::process::abort();
+}
+
+#[test]
+fn appends_kept_only_in_the_log_and_the_tail_survive_a_crash() {
+    if let Ok(path) = std::env::var(TAIL_CHILD) {
+        tail_child(Path::new(&path));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.redb");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "store::wal_tests::appends_kept_only_in_the_log_and_the_tail_survive_a_crash",
+            "--nocapture",
+        ])
+        .env(TAIL_CHILD, &path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child aborts");
+    // redb alone holds what `sync` made durable, not the appends after it.
+    assert_eq!(durable_inbox_len(&path), 100);
+    let store = Store::open(&path).unwrap();
+    let rows = store.read_inbox(0, 1_000).unwrap();
+    assert_eq!(
+        rows.len(),
+        150,
+        "the appends after the sync are back from the log"
+    );
+    for (i, (seq, e)) in rows.iter().enumerate() {
+        assert_eq!(
+            (*seq, e.id.as_str()),
+            (i as u64 + 1, format!("e{i}").as_str())
+        );
+    }
+}
