@@ -108,6 +108,8 @@ impl Store {
         }
         let mut wal = self.inner.wal.lock().expect("wal lock is never poisoned");
         if wal.tail.is_empty() {
+            // Emptied by a commit, or the log was reopened (and its tail dropped) since.
+            self.inner.tail_pending.store(false, Ordering::Release);
             return Ok(());
         }
         let _w = super::written::attribute("append");
