@@ -151,7 +151,7 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::event::{Event, EventBody};
     use crate::store::ClientId;
@@ -159,7 +159,8 @@ mod tests {
     const NOW: i64 = 1_780_000_000_000;
     const WINDOW: i64 = 600_000;
 
-    fn event(workspace: &str, client_id: Option<&str>) -> NewEvent {
+    /// A trace event of workspace `workspace` (other store tests build theirs with it).
+    pub(in crate::store) fn event(workspace: &str, client_id: Option<&str>) -> NewEvent {
         NewEvent {
             client_id: client_id.map(|id| ClientId::new(workspace, id)),
             event: Event {

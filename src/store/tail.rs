@@ -219,32 +219,17 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Event, EventBody};
-    use crate::store::{ClientId, NewEvent};
+    use crate::store::NewEvent;
     use redb::ReadableDatabase;
 
     const NOW: i64 = 1_780_000_000_000;
     const WINDOW: i64 = 600_000;
 
+    /// Event `e<n>` of workspace `w`.
     fn event(n: u64, client_id: Option<&str>) -> NewEvent {
-        NewEvent {
-            client_id: client_id.map(|c| ClientId::new("w", c)),
-            event: Event {
-                id: format!("e{n}"),
-                workspace: "w".into(),
-                project: Some("p".into()),
-                project_id: None,
-                timestamp_ms: NOW,
-                received_ms: NOW,
-                user: "system".into(),
-                body: EventBody::Trace {
-                    trace_id: None,
-                    duration_s: None,
-                    cost: Some(1.0),
-                    error: false,
-                },
-            },
-        }
+        let mut e = super::super::keyed::tests::event("w", client_id);
+        e.event.id = format!("e{n}");
+        e
     }
 
     /// What redb itself holds, read without going through the store (which would flush).

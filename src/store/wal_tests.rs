@@ -35,6 +35,23 @@ fn durable_inbox_len(path: &Path) -> u64 {
     inbox::len(&txn.open_table(INBOX).unwrap()).unwrap()
 }
 
+/// Runs the test `name` again in a child process with `env` set to `path` (the child's cue to
+/// do its appends and abort with the store open), and checks that it died.
+fn crash_child(name: &str, env: &str, path: &Path) {
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            &format!("store::wal_tests::{name}"),
+            "--nocapture",
+        ])
+        .env(env, path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child aborts");
+}
+
 /// The child: small appends (logged), one large one (a durable redb commit, which covers the
 /// log), small ones again, ids on the last; then it dies with the store open.
 fn child(path: &Path) -> ! {
@@ -64,18 +81,11 @@ fn acknowledged_appends_survive_a_crash_through_the_log() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.redb");
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "store::wal_tests::acknowledged_appends_survive_a_crash_through_the_log",
-            "--nocapture",
-        ])
-        .env(CHILD, &path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!status.success(), "the child aborts");
+    crash_child(
+        "acknowledged_appends_survive_a_crash_through_the_log",
+        CHILD,
+        &path,
+    );
     // redb alone kept what its durable commit held: the first 5 requests and the large one.
     assert_eq!(durable_inbox_len(&path), 275);
     let store = Store::open(&path).unwrap();
@@ -260,18 +270,11 @@ fn appends_kept_only_in_the_log_and_the_tail_survive_a_crash() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.redb");
-    let status = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "store::wal_tests::appends_kept_only_in_the_log_and_the_tail_survive_a_crash",
-            "--nocapture",
-        ])
-        .env(TAIL_CHILD, &path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(!status.success(), "the child aborts");
+    crash_child(
+        "appends_kept_only_in_the_log_and_the_tail_survive_a_crash",
+        TAIL_CHILD,
+        &path,
+    );
     // redb alone holds what `sync` made durable, not the appends after it.
     assert_eq!(durable_inbox_len(&path), 100);
     let store = Store::open(&path).unwrap();
