@@ -35,6 +35,16 @@ fn durable_inbox_len(path: &Path) -> u64 {
     inbox::len(&txn.open_table(INBOX).unwrap()).unwrap()
 }
 
+/// Row `i` is event `e<i>` with sequence number `i + 1`: every event back, in order.
+fn assert_numbered_in_order(rows: &[(u64, Event)]) {
+    for (i, (seq, e)) in rows.iter().enumerate() {
+        assert_eq!(
+            (*seq, e.id.as_str()),
+            (i as u64 + 1, format!("e{i}").as_str())
+        );
+    }
+}
+
 /// Runs the test `name` again in a child process with `env` set to `path` (the child's cue to
 /// do its appends and abort with the store open), and checks that it died.
 fn crash_child(name: &str, env: &str, path: &Path) {
@@ -91,12 +101,7 @@ fn acknowledged_appends_survive_a_crash_through_the_log() {
     let store = Store::open(&path).unwrap();
     let rows = store.read_inbox(0, 1_000).unwrap();
     assert_eq!(rows.len(), 320, "the 3 logged requests are back");
-    for (i, (seq, e)) in rows.iter().enumerate() {
-        assert_eq!(
-            (*seq, e.id.as_str()),
-            (i as u64 + 1, format!("e{i}").as_str())
-        );
-    }
+    assert_numbered_in_order(&rows);
     // Their client ids are remembered again.
     let again = (275..320)
         .map(|n| event(n, 10, Some(format!("id{n}"))))
@@ -284,10 +289,5 @@ fn appends_kept_only_in_the_log_and_the_tail_survive_a_crash() {
         150,
         "the appends after the sync are back from the log"
     );
-    for (i, (seq, e)) in rows.iter().enumerate() {
-        assert_eq!(
-            (*seq, e.id.as_str()),
-            (i as u64 + 1, format!("e{i}").as_str())
-        );
-    }
+    assert_numbered_in_order(&rows);
 }
