@@ -88,6 +88,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         accepting: AtomicBool::new(true),
         ready: AtomicBool::new(false),
         reload_lock: tokio::sync::Mutex::new(()),
+        body_gate: api::events::BodyGate::new(config.server.max_large_bodies),
     });
     // Watch before serving: a change saved once the API answers must not be missed.
     crate::watcher::spawn(state.clone(), loaded_at);

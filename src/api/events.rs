@@ -9,7 +9,6 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use axum::Json;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
@@ -72,7 +71,6 @@ struct Accepted {
 
 pub(super) async fn post_events(
     State(s): State<AppState>,
-    Extension(gate): Extension<BodyGate>,
     req: axum::extract::Request,
 ) -> Response {
     // The request itself rather than a `HeaderMap` extractor, which clones every header.
@@ -97,7 +95,9 @@ pub(super) async fn post_events(
     let permit = match declared {
         Some(n) if n as usize <= SMALL_BODY => None,
         _ => Some(
-            gate.0
+            s.inner()
+                .body_gate
+                .0
                 .clone()
                 .acquire_owned()
                 .await
