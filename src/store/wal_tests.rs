@@ -45,21 +45,28 @@ fn assert_numbered_in_order(rows: &[(u64, Event)]) {
     }
 }
 
-/// Runs the test `name` again in a child process with `env` set to `path` (the child's cue to
-/// do its appends and abort with the store open), and checks that it died.
-fn crash_child(name: &str, env: &str, path: &Path) {
+/// In the child (its `env` set to a data file): `child` does its appends and aborts. In the
+/// test: runs the test `name` again as that child, on a fresh data file, checks that it died,
+/// and returns the file it left (with the directory that holds it).
+fn crashed(name: &str, env: &str, child: fn(&Path) -> !) -> (tempfile::TempDir, PathBuf) {
+    if let Ok(path) = std::env::var(env) {
+        child(Path::new(&path));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.redb");
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
             &format!("store::wal_tests::{name}"),
             "--nocapture",
         ])
-        .env(env, path)
+        .env(env, &path)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(!status.success(), "the child aborts");
+    (dir, path)
 }
 
 /// The child: small appends (logged), one large one (a durable redb commit, which covers the
@@ -86,15 +93,10 @@ fn child(path: &Path) -> ! {
 
 #[test]
 fn acknowledged_appends_survive_a_crash_through_the_log() {
-    if let Ok(path) = std::env::var(CHILD) {
-        child(Path::new(&path));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.redb");
-    crash_child(
+    let (_dir, path) = crashed(
         "acknowledged_appends_survive_a_crash_through_the_log",
         CHILD,
-        &path,
+        child,
     );
     // redb alone kept what its durable commit held: the first 5 requests and the large one.
     assert_eq!(durable_inbox_len(&path), 275);
@@ -270,15 +272,10 @@ fn tail_child(path: &Path) -> ! {
 
 #[test]
 fn appends_kept_only_in_the_log_and_the_tail_survive_a_crash() {
-    if let Ok(path) = std::env::var(TAIL_CHILD) {
-        tail_child(Path::new(&path));
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.redb");
-    crash_child(
+    let (_dir, path) = crashed(
         "appends_kept_only_in_the_log_and_the_tail_survive_a_crash",
         TAIL_CHILD,
-        &path,
+        tail_child,
     );
     // redb alone holds what `sync` made durable, not the appends after it.
     assert_eq!(durable_inbox_len(&path), 100);
