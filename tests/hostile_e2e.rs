@@ -2,7 +2,8 @@
 //! lines and malformed events are refused with clear JSON errors and store nothing; slowloris
 //! connections are cut after `server.header_timeout` while others are served; a flood of bad
 //! requests leaves the daemon responsive with flat memory; a corrupted checkpoint is reported
-//! with its alert id and that alert starts fresh.
+//! with its alert id and that alert starts fresh; large bodies beyond `server.max_large_bodies`
+//! wait for a permit.
 
 mod common;
 
@@ -493,4 +494,65 @@ event = "prompt:created"
         assert!(line.contains("ERROR"), "reported as an error: {line}");
     }
     assert!(!logs.contains("panicked"), "{logs}");
+}
+
+/// `server.max_large_bodies` bounds the large bodies read and parsed at once: with one permit,
+/// a second large request waits while a first one's body is still arriving, and both are
+/// accepted once it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_waits_while_another_holds_the_only_permit() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start_with_env(
+        dir.path(),
+        QUIET_ALERT,
+        &[("ALERTD_SERVER__MAX_LARGE_BODIES", "1")],
+    )
+    .await;
+    // 2,000 error traces: ≈ 130 KB, over the 64 KiB a body may have without a permit.
+    let body = serde_json::to_vec(&vec![error_trace("big"); 2000]).unwrap();
+    assert!(body.len() > 64 * 1024, "{} bytes", body.len());
+
+    // The first request sends its head and half its body, then stalls holding the permit.
+    let mut first = TcpStream::connect(("127.0.0.1", d.port)).await.unwrap();
+    let head = format!(
+        "POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    first.write_all(head.as_bytes()).await.unwrap();
+    let half = body.len() / 2;
+    first.write_all(&body[..half]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let second = {
+        let (url, body) = (format!("{}/v1/events", d.base), body.clone());
+        tokio::spawn(async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !second.is_finished(),
+        "the second large body was read while the first held the only permit"
+    );
+
+    first.write_all(&body[half..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), first.read_to_end(&mut answer))
+        .await
+        .expect("the first request is answered")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let status = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("the second request is answered once the permit is free")
+        .unwrap();
+    assert_eq!(status, 202);
 }
