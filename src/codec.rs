@@ -34,7 +34,11 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 pub fn encode_items<'a, T: Serialize + 'a>(
     items: impl IntoIterator<Item = &'a T>,
 ) -> (Vec<u8>, Vec<usize>) {
-    let (mut out, mut ends) = (Vec::new(), Vec::new());
+    let items = items.into_iter();
+    let n = items.size_hint().0;
+    // Sized for typical events (a trace event is ~130 bytes), so a single-event request's
+    // encoding is not grown from nothing in six steps.
+    let (mut out, mut ends) = (Vec::with_capacity(n * 192), Vec::with_capacity(n));
     for item in items {
         bincode::serde::encode_into_std_write(item, &mut out, bincode::config::standard())
             .expect("encoding into a Vec cannot fail for our plain data types");
@@ -46,11 +50,17 @@ pub fn encode_items<'a, T: Serialize + 'a>(
 /// Appends to `out` the value [`encode`] writes for a `Vec` of `count` items whose encodings
 /// (from [`encode_items`]) are `items`, laid end to end.
 pub fn seq_into(out: &mut Vec<u8>, count: usize, items: &[u8]) {
+    seq_head(out, count);
+    out.extend_from_slice(items);
+}
+
+/// Appends to `out` what [`encode`] writes for a `Vec` of `count` items before the items: the
+/// caller then appends the items' encodings (from [`encode_items`]) one after another.
+pub fn seq_head(out: &mut Vec<u8>, count: usize) {
     out.push(FORMAT_BINCODE2);
     // A sequence starts with its length, encoded as a u64 is.
     bincode::serde::encode_into_std_write(count as u64, out, bincode::config::standard())
         .expect("encoding into a Vec cannot fail");
-    out.extend_from_slice(items);
 }
 
 /// Decodes a value written by [`encode`], rejecting trailing garbage.

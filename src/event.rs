@@ -287,6 +287,53 @@ impl Feeds {
     }
 }
 
+/// The ingest kind names, for metrics; [`kind_index`] says which is an event's.
+pub const KIND_NAMES: [&str; 7] = [
+    "trace",
+    "feedback_score",
+    "guardrail",
+    "prompt_created",
+    "prompt_committed",
+    "prompt_deleted",
+    "experiment_finished",
+];
+
+/// The ingest kind name of an event, for metrics.
+pub fn kind_name(e: &Event) -> &'static str {
+    KIND_NAMES[kind_index(e)]
+}
+
+/// The index in [`KIND_NAMES`] of an event's kind: requests tally their kinds in an array.
+pub fn kind_index(e: &Event) -> usize {
+    match &e.body {
+        EventBody::Trace { .. } => 0,
+        EventBody::FeedbackScore { .. } => 1,
+        EventBody::Guardrail { .. } => 2,
+        EventBody::Object { event_type, .. } => match event_type.as_str() {
+            "prompt:created" => 3,
+            "prompt:committed" => 4,
+            "prompt:deleted" => 5,
+            _ => 6,
+        },
+    }
+}
+
+/// An event id as a number: its UUID (every id alertd makes is one), else a hash of the text.
+/// Taken for every event of a request with client ids when it is prepared (see
+/// `store::Prepared`), and read only after a failed commit, to tell which rows are whose:
+/// copying the id strings instead was 6 % of the commit thread's time.
+pub fn id_print(id: &str) -> u128 {
+    match uuid::Uuid::try_parse(id) {
+        Ok(u) => u.as_u128(),
+        Err(_) => {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            id.hash(&mut h);
+            h.finish() as u128
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,12 +24,11 @@
 //! outcome could not be checked) is read back from the inbox and routed first.
 
 use crate::clock::now_ms;
-use crate::event::{Event, EventBody};
+use crate::event::{id_print, kind_index, KIND_NAMES};
 use crate::metrics;
 use crate::router::RouterMsg;
-use crate::store::{AppendOutcome, KeyedRequest, NewEvent, Store};
+use crate::store::{AppendOutcome, NewEvent, Prepared, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -83,7 +82,7 @@ struct Shared {
 #[derive(Default)]
 struct Queue {
     /// Requests waiting for the next commit, with their group key (`AppendKeyed`).
-    pending: Vec<(Option<String>, Vec<NewEvent>, Reply)>,
+    pending: Vec<(Prepared, Reply)>,
     /// The commit loop is running (it stops when it finds nothing pending).
     committing: bool,
     flushes: Vec<RpcReplyPort<()>>,
@@ -105,49 +104,17 @@ pub struct JournalState {
 /// The journal actor.
 pub struct Journal;
 
-/// The ingest kind name of an event, for metrics.
-pub fn kind_name(e: &Event) -> &'static str {
-    match &e.body {
-        EventBody::Trace { .. } => "trace",
-        EventBody::FeedbackScore { .. } => "feedback_score",
-        EventBody::Guardrail { .. } => "guardrail",
-        EventBody::Object { event_type, .. } => match event_type.as_str() {
-            "prompt:created" => "prompt_created",
-            "prompt:committed" => "prompt_committed",
-            "prompt:deleted" => "prompt_deleted",
-            _ => "experiment_finished",
-        },
-    }
-}
+pub use crate::event::kind_name;
 
 /// What is needed to attribute rows to requests after an uncertain commit: each request's size,
 /// and its events' [`id_print`]s when it may hold duplicates (client ids given).
 type Shape = Vec<(usize, Option<Vec<u128>>)>;
 
-fn shapes(requests: &[KeyedRequest]) -> Shape {
+fn shapes(requests: &[Prepared]) -> Shape {
     requests
         .iter()
-        .map(|r| {
-            let ids = (r.key.is_some() || r.events.iter().any(|e| e.client_id.is_some()))
-                .then(|| r.events.iter().map(|e| id_print(&e.event.id)).collect());
-            (r.events.len(), ids)
-        })
+        .map(|r| (r.len(), r.prints().map(<[u128]>::to_vec)))
         .collect()
-}
-
-/// An event id as a number: its UUID (every id alertd makes is one), else a hash of the text.
-/// Taken for every event of a commit with client ids, on the commit thread, and read only after
-/// a failed commit: copying the id strings instead was 6 % of that thread's time.
-fn id_print(id: &str) -> u128 {
-    match uuid::Uuid::try_parse(id) {
-        Ok(u) => u.as_u128(),
-        Err(_) => {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            id.hash(&mut h);
-            h.finish() as u128
-        }
-    }
 }
 
 /// After a commit reported an error: if the rows are in the inbox anyway, the outcomes they
@@ -166,11 +133,13 @@ fn verify(store: &Store, known: u64, shape: &Shape) -> Result<Vec<AppendOutcome>
     for (len, ids) in shape {
         let mut o = AppendOutcome::default();
         match ids {
-            None => o.stored.extend(rows.by_ref().take(*len)),
+            None => o
+                .stored
+                .extend(rows.by_ref().take(*len).map(|(s, e)| (s, Arc::new(e)))),
             Some(ids) => {
                 for id in ids {
                     if rows.peek().is_some_and(|(_, e)| id_print(&e.id) == *id) {
-                        o.stored.extend(rows.next());
+                        o.stored.extend(rows.next().map(|(s, e)| (s, Arc::new(e))));
                     } else {
                         o.duplicates += 1;
                     }
@@ -187,8 +156,9 @@ fn verify(store: &Store, known: u64, shape: &Shape) -> Result<Vec<AppendOutcome>
 }
 
 impl Intake {
-    /// Queues a request for the next commit; `reply` is answered after it.
-    pub fn append(&self, key: Option<String>, events: Vec<NewEvent>, reply: Reply) {
+    /// Queues a request for the next commit; `reply` is answered after it. Prepare it on the
+    /// caller's thread (see [`Prepared`]): the commit thread is shared by every request.
+    pub fn append(&self, request: Prepared, reply: Reply) {
         let start = {
             let mut q = self
                 .0
@@ -198,7 +168,7 @@ impl Intake {
             if q.broken {
                 return;
             }
-            q.pending.push((key, events, reply));
+            q.pending.push((request, reply));
             !std::mem::replace(&mut q.committing, true)
         };
         if start {
@@ -272,27 +242,27 @@ fn commit_loop(shared: &Shared) {
 
 impl Committer {
     /// One commit of these requests: stored, answered and routed.
-    fn commit(&mut self, batch: Vec<(Option<String>, Vec<NewEvent>, Reply)>) {
+    fn commit(&mut self, batch: Vec<(Prepared, Reply)>) {
         let mut replies = Vec::with_capacity(batch.len());
         let mut requests = Vec::with_capacity(batch.len());
-        for (key, events, reply) in batch {
-            replies.push((events.len(), reply));
-            requests.push(KeyedRequest { key, events });
+        for (request, reply) in batch {
+            replies.push((request.kind_counts(), reply));
+            requests.push(request);
         }
         let store = &self.args.store;
         let window = self.args.config.borrow().ingest.dedup_window.as_millis() as i64;
         let started = std::time::Instant::now();
-        let n: usize = requests.iter().map(|r| r.events.len()).sum();
+        let n: usize = requests.iter().map(Prepared::len).sum();
         let shape = shapes(&requests);
         #[cfg(test)]
         if requests
             .iter()
-            .any(|r| r.events.iter().any(|e| e.event.id == "test: panic"))
+            .any(|r| r.events().iter().any(|e| e.id == "test: panic"))
         {
             panic!("test: the commit panics");
         }
         let result = store
-            .append_keyed(requests, now_ms(), window)
+            .append_prepared(requests, now_ms(), window)
             .or_else(|e| {
                 verify(store, self.routed, &shape).map_err(|checked| {
                     if checked {
@@ -315,19 +285,28 @@ impl Committer {
             }
         };
         let mut routed = Vec::with_capacity(n);
-        let mut by_kind: HashMap<&'static str, u64> = HashMap::new();
-        for ((_, reply), outcome) in replies.into_iter().zip(outcomes) {
-            for (_, e) in &outcome.stored {
-                *by_kind.entry(kind_name(e)).or_default() += 1;
+        let mut by_kind = [0u64; KIND_NAMES.len()];
+        for ((kinds, reply), outcome) in replies.into_iter().zip(outcomes) {
+            if outcome.duplicates == 0 {
+                // Tallied when the request was prepared; every event was stored.
+                for (sum, n) in by_kind.iter_mut().zip(kinds) {
+                    *sum += n;
+                }
+            } else {
+                for (_, e) in &outcome.stored {
+                    by_kind[kind_index(e)] += 1;
+                }
             }
             let _ = reply.send(Ok(Appended {
                 accepted: outcome.stored.len(),
                 duplicates: outcome.duplicates,
             }));
-            routed.extend(outcome.stored.into_iter().map(|(s, e)| (s, Arc::new(e))));
+            routed.extend(outcome.stored);
         }
-        for (kind, n) in by_kind {
-            metrics::events(kind, "accepted", n);
+        for (kind, n) in KIND_NAMES.iter().zip(by_kind) {
+            if n > 0 {
+                metrics::events(kind, "accepted", n);
+            }
         }
         // Rows of an earlier commit whose outcome was unknown are routed first.
         if let Some(first) = routed.first().map(|r| r.0) {
@@ -391,9 +370,11 @@ impl Actor for Journal {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            JournalMsg::Append(events, reply) => state.intake.append(None, events, reply),
+            JournalMsg::Append(events, reply) => {
+                state.intake.append(Prepared::new(None, events), reply)
+            }
             JournalMsg::AppendKeyed(key, events, reply) => {
-                state.intake.append(Some(key), events, reply)
+                state.intake.append(Prepared::new(Some(key), events), reply)
             }
             JournalMsg::Flush(reply) => state.intake.flush(reply),
             JournalMsg::Intake(reply) => {
@@ -407,7 +388,7 @@ impl Actor for Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Event;
+    use crate::event::{Event, EventBody};
     use crate::store::ClientId;
 
     fn event(client_id: Option<&str>, id: String) -> NewEvent {
@@ -463,14 +444,11 @@ mod tests {
                 event(Some("b"), crate::ingest::new_event_id(now)),
             ],
         ];
-        let keyed: Vec<KeyedRequest> = requests
+        let prepared: Vec<Prepared> = requests
             .iter()
-            .map(|events| KeyedRequest {
-                key: None,
-                events: events.clone(),
-            })
+            .map(|events| Prepared::new(None, events.clone()))
             .collect();
-        let shape = shapes(&keyed);
+        let shape = shapes(&prepared);
         assert!(
             shape[1].1.is_none(),
             "a request without client ids has no duplicates"
@@ -577,7 +555,7 @@ mod tests {
                 if i % 10 == 0 {
                     journal.cast(JournalMsg::Append(events, tx.into())).unwrap();
                 } else {
-                    intake.append(None, events, tx.into());
+                    intake.append(Prepared::new(None, events), tx.into());
                 }
                 rx.await.unwrap().unwrap()
             }));
@@ -612,7 +590,10 @@ mod tests {
         let store = Store::open(&dir.path().join("alertd.redb")).unwrap();
         let (_journal, stopped, intake, _queued, _seen) = start(&store).await;
         let (tx, rx) = ractor::concurrency::oneshot();
-        intake.append(None, vec![event(None, "test: panic".into())], tx.into());
+        intake.append(
+            Prepared::new(None, vec![event(None, "test: panic".into())]),
+            tx.into(),
+        );
         assert!(
             rx.await.is_err(),
             "the panicked commit's request is not answered as done"
@@ -623,7 +604,10 @@ mod tests {
             .unwrap();
         // Later requests are refused at once instead of waiting for a loop that is gone.
         let (tx, rx) = ractor::concurrency::oneshot();
-        intake.append(None, vec![event(None, "after".into())], tx.into());
+        intake.append(
+            Prepared::new(None, vec![event(None, "after".into())]),
+            tx.into(),
+        );
         let later = tokio::time::timeout(std::time::Duration::from_secs(10), rx)
             .await
             .expect("not left waiting");

@@ -167,6 +167,11 @@ pub(super) async fn post_events(
     }
 }
 
+/// Events a request may hold and still be prepared for the journal on the async worker:
+/// above this, encoding and probing take long enough (≈ 0.1 ms per 256 events) to delay the
+/// worker's other requests.
+const PREPARE_INLINE: usize = 256;
+
 /// Hands validated events to the journal and waits for their commit; shared by every ingest
 /// route (`/v1/events`, `/v1/traces`). Refuses at once when the journal queue is full. No
 /// timeout: the journal answers every request once its commit is over, and an answer given
@@ -174,19 +179,35 @@ pub(super) async fn post_events(
 pub(crate) async fn append(
     s: &AppState,
     cfg: &crate::config::Config,
-    mut events: Vec<crate::store::NewEvent>,
+    events: Vec<crate::store::NewEvent>,
 ) -> Result<crate::journal::Appended, String> {
     let inner = s.inner();
-    // Off the single commit thread: see `store::id_probe`.
-    inner.store.probe_ids(&mut events);
     let n = events.len();
     let before = inner.queued.fetch_add(n, Ordering::AcqRel);
     if before + n > cfg.ingest.max_queued_events && before > 0 {
         inner.queued.fetch_sub(n, Ordering::AcqRel);
         return Err("the journal queue is full; retry shortly".into());
     }
+    // Off the single commit thread: see `store::id_probe` and `store::Prepared`. A large batch
+    // is prepared on a blocking thread, as it was parsed, so the async workers stay free.
+    let prepare = |store: &crate::store::Store, mut events: Vec<crate::store::NewEvent>| {
+        store.probe_ids(&mut events);
+        crate::store::Prepared::new(None, events)
+    };
+    let request = if n > PREPARE_INLINE {
+        let store = inner.store.clone();
+        match tokio::task::spawn_blocking(move || prepare(&store, events)).await {
+            Ok(r) => r,
+            Err(e) => {
+                inner.queued.fetch_sub(n, Ordering::AcqRel);
+                return Err(format!("preparing the events failed: {e}"));
+            }
+        }
+    } else {
+        prepare(&inner.store, events)
+    };
     let (reply, answer) = ractor::concurrency::oneshot();
-    inner.intake.append(None, events, reply.into());
+    inner.intake.append(request, reply.into());
     match answer.await {
         Ok(r) => r,
         Err(_) => Err("the journal stopped while committing: the events may or may not be stored; a retry with client ids is counted once".into()),

@@ -60,34 +60,60 @@ fn chunk_target(remaining: usize) -> usize {
     page - LEAF_OVERHEAD
 }
 
-/// Stores a commit's events (consecutive sequence numbers, in order) as chunks sized to fill
-/// their leaf pages (see [`chunk_target`]).
-pub(super) fn insert<'a>(
+/// Stores a commit's events (consecutive sequence numbers, in order, each with its encoding
+/// from [`codec::encode_items`]) as chunks sized to fill their leaf pages (see
+/// [`chunk_target`]).
+pub(super) fn insert(
     inbox: &mut redb::Table<u64, &'static [u8]>,
-    stored: impl Iterator<Item = &'a (u64, Event)>,
+    rows: &[(u64, &[u8])],
     log: &mut super::wal::Body,
 ) -> Result<(), StoreError> {
-    chunk_rows(stored.map(|(s, e)| (*s, e)), |key, value| {
+    chunk_rows(rows, |key, value| {
         inbox.insert(key, super::counted("inbox", value))?;
         log.row(super::wal::Table::Inbox, key, value);
         Ok(())
     })
 }
 
-/// Cuts a commit's events into chunk rows (key = the chunk's last sequence number) and hands
-/// each to `emit`.
-pub(super) fn chunk_rows<'a>(
-    stored: impl Iterator<Item = (u64, &'a Event)>,
+/// [`insert`] for events not encoded yet: the upgrade from one row per event.
+pub(super) fn insert_events(
+    inbox: &mut redb::Table<u64, &'static [u8]>,
+    events: &[(u64, Event)],
+    log: &mut super::wal::Body,
+) -> Result<(), StoreError> {
+    let (bytes, ends) = codec::encode_items(events.iter().map(|(_, e)| e));
+    let rows: Vec<(u64, &[u8])> = events
+        .iter()
+        .zip(&ends)
+        .scan(0, |start, ((seq, _), &end)| {
+            let row = (*seq, &bytes[*start..end]);
+            *start = end;
+            Some(row)
+        })
+        .collect();
+    insert(inbox, &rows, log)
+}
+
+/// Cuts a commit's encoded events into chunk rows (key = the chunk's last sequence number) and
+/// hands each to `emit`.
+pub(super) fn chunk_rows(
+    rows: &[(u64, &[u8])],
     mut emit: impl FnMut(u64, &[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    let rows: Vec<(u64, &Event)> = stored.collect();
     let mut value = Vec::new();
+    let mut ends = Vec::with_capacity(rows.len().min(CHUNK_EVENTS));
     for window in rows.chunks(CHUNK_EVENTS) {
-        let (bytes, ends) = codec::encode_items(window.iter().map(|(_, e)| *e));
+        // Where each event's encoding ends, as if the window's were laid end to end.
+        ends.clear();
+        let mut total = 0;
+        for (_, bytes) in window {
+            total += bytes.len();
+            ends.push(total);
+        }
         let mut start = 0;
         while start < window.len() {
             let begin = if start == 0 { 0 } else { ends[start - 1] };
-            let target = chunk_target(CHUNK_HEAD + bytes.len() - begin);
+            let target = chunk_target(CHUNK_HEAD + total - begin);
             // At least one event, however large.
             let mut end = start + 1;
             while end < window.len() && CHUNK_HEAD + ends[end] - begin <= target {
@@ -95,7 +121,10 @@ pub(super) fn chunk_rows<'a>(
             }
             value.clear();
             value.extend_from_slice(&window[start].0.to_le_bytes());
-            codec::seq_into(&mut value, end - start, &bytes[begin..ends[end - 1]]);
+            codec::seq_head(&mut value, end - start);
+            for (_, bytes) in &window[start..end] {
+                value.extend_from_slice(bytes);
+            }
             emit(window[end - 1].0, &value)?;
             start = end;
         }
@@ -237,7 +266,7 @@ pub(super) fn migrate(txn: &WriteTransaction) -> Result<(), StoreError> {
     {
         let mut inbox = txn.open_table(INBOX)?;
         for chunk in chunks {
-            insert(&mut inbox, chunk.iter(), &mut Default::default())?;
+            insert_events(&mut inbox, &chunk, &mut Default::default())?;
         }
     }
     // Schema ≤ 3 wrote the last sequence number at every append; it stays as the floor.
@@ -414,7 +443,7 @@ mod tests {
             let mut bytes = 0;
             {
                 let mut t = txn.open_table(INBOX).unwrap();
-                insert(&mut t, rows.iter(), &mut Default::default()).unwrap();
+                insert_events(&mut t, &rows, &mut Default::default()).unwrap();
                 for r in t.iter().unwrap() {
                     let len = r.unwrap().1.value().len();
                     bytes += len;
@@ -446,9 +475,9 @@ mod tests {
             let before = written.load(std::sync::atomic::Ordering::Relaxed);
             let mut txn = db.begin_write().unwrap();
             txn.set_durability(redb::Durability::Immediate).unwrap();
-            insert(
+            insert_events(
                 &mut txn.open_table(INBOX).unwrap(),
-                rows.iter(),
+                &rows,
                 &mut Default::default(),
             )
             .unwrap();

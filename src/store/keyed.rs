@@ -12,7 +12,9 @@
 //! as they were when the key was the event's client id).
 
 use super::wal::Body;
-use super::{durable, AppendOutcome, NewEvent, Store, StoreError, INBOX, META, META_WAL_LSN};
+use super::{
+    durable, AppendOutcome, NewEvent, Prepared, Store, StoreError, INBOX, META, META_WAL_LSN,
+};
 use redb::Durability;
 use std::sync::atomic::Ordering;
 
@@ -42,12 +44,24 @@ impl Store {
         now_ms: i64,
         dedup_window_ms: i64,
     ) -> Result<Vec<AppendOutcome>, StoreError> {
+        let requests = requests.into_iter().map(Prepared::from).collect();
+        self.append_prepared(requests, now_ms, dedup_window_ms)
+    }
+
+    /// [`Store::append_keyed`] for requests already prepared on their own threads (see
+    /// [`Prepared`]): what the journal's commit thread calls.
+    pub fn append_prepared(
+        &self,
+        requests: Vec<Prepared>,
+        now_ms: i64,
+        dedup_window_ms: i64,
+    ) -> Result<Vec<AppendOutcome>, StoreError> {
         let _w = super::written::attribute("append");
         let r = self.with_db(|db| {
             // Held from the transaction to the log write: records go in commit order.
             let mut wal = self.inner.wal.lock().expect("wal lock is never poisoned");
             wal.restart_if_covered(self.inner.durable_lsn.load(Ordering::Acquire));
-            let requests = match self.append_to_tail(db, &mut wal, requests)? {
+            let mut requests = match self.append_to_tail(db, &mut wal, requests)? {
                 Ok(outcomes) => {
                     self.inner.last_append_ms.store(now_ms, Ordering::Release);
                     return Ok(outcomes);
@@ -58,6 +72,8 @@ impl Store {
             let mut log = Body::default();
             let mut txn = db.begin_write()?;
             let mut outcomes = Vec::with_capacity(requests.len());
+            // Each stored event's sequence number and encoding, in order.
+            let mut rows: Vec<(u64, &[u8])> = Vec::new();
             let (ids, direct, seq) = {
                 let mut meta = txn.open_table(META)?;
                 let mut inbox = txn.open_table(INBOX)?;
@@ -65,43 +81,49 @@ impl Store {
                 wal.tail.insert_into(&mut inbox, &mut meta)?;
                 let mut seq = super::inbox::last_seq(&meta, &inbox)?;
                 let mut ids = self.inner.ids.batch(&txn, now_ms, dedup_window_ms);
-                for request in requests {
+                // Taken out, so they move into the outcomes while the encodings stay borrowed.
+                let taken: Vec<_> = requests
+                    .iter_mut()
+                    .map(|r| std::mem::take(&mut r.events))
+                    .collect();
+                for (request, events) in requests.iter().zip(taken) {
                     let mut outcome = AppendOutcome::default();
-                    if let (Some(key), Some(first)) = (&request.key, request.events.first()) {
-                        let ws = &first.event.workspace;
+                    if let (Some(key), Some(first)) = (&request.key, events.first()) {
+                        let ws = &first.workspace;
                         // The previous release's id of the first event without its own id.
-                        let old = (request.events.len() > 1)
-                            .then(|| request.events.iter().position(|e| e.client_id.is_none()))
+                        let old = (events.len() > 1)
+                            .then(|| {
+                                (0..events.len()).find(|&i| {
+                                    request.ids.get(i).is_none_or(|id| id.is_none())
+                                })
+                            })
                             .flatten();
                         let earlier = match old {
                             Some(i) => ids.was_seen(ws, &format!("{key}#{}", i + 1))?,
                             None => false,
                         };
                         if earlier || ids.is_duplicate(ws, key)? {
-                            outcome.duplicates = request.events.len();
+                            outcome.duplicates = events.len();
                             outcomes.push(outcome);
                             continue;
                         }
                     }
-                    outcome.stored.reserve(request.events.len());
-                    ids.warm(request.events.iter().filter_map(|e| e.client_id.as_ref()));
-                    for new in request.events {
-                        if let Some(cid) = &new.client_id {
+                    outcome.stored.reserve(events.len());
+                    ids.warm(request.ids.iter().flatten());
+                    for (i, event) in events.into_iter().enumerate() {
+                        if let Some(Some(cid)) = request.ids.get(i) {
                             if ids.is_duplicate_id(cid)? {
                                 outcome.duplicates += 1;
                                 continue;
                             }
                         }
                         seq += 1;
-                        outcome.stored.push((seq, new.event));
+                        outcome.stored.push((seq, event));
+                        rows.push((seq, request.encoded(i)));
                     }
                     outcomes.push(outcome);
                 }
-                super::inbox::insert(
-                    &mut inbox,
-                    outcomes.iter().flat_map(|o| &o.stored),
-                    &mut log,
-                )?;
+                super::inbox::insert(&mut inbox, &rows, &mut log)?;
                 let ids = ids.write_log(&mut log)?;
                 // Small commits are made durable by the append log, large ones by redb (see
                 // [`super::wal`]); one that inserted nothing needs neither. Only a logged one

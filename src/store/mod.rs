@@ -10,8 +10,10 @@ mod bodies;
 mod deflate;
 mod id_probe;
 mod ids;
+mod prepared;
 mod tail;
 pub use id_probe::ClientId;
+pub use prepared::Prepared;
 
 use crate::codec::{self, CodecError};
 use inbox::INBOX;
@@ -130,7 +132,8 @@ pub struct NewEvent {
 /// What one append request produced.
 #[derive(Debug, Clone, Default)]
 pub struct AppendOutcome {
-    pub stored: Vec<(u64, Event)>,
+    /// Shared with the router, which hands each event to the alerts that want it.
+    pub stored: Vec<(u64, Arc<Event>)>,
     pub duplicates: usize,
 }
 

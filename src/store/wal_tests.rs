@@ -133,12 +133,7 @@ fn write_log(path: &Path, held: u64, keys: &[u64]) {
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .unwrap();
         let txn = db.begin_write().unwrap();
-        inbox::insert(
-            &mut txn.open_table(INBOX).unwrap(),
-            stored.iter(),
-            &mut body,
-        )
-        .unwrap();
+        inbox::insert_events(&mut txn.open_table(INBOX).unwrap(), &stored, &mut body).unwrap();
         w.append(&body).unwrap();
     }
 }
