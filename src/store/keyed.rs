@@ -84,7 +84,10 @@ impl Store {
                 // Taken out, so they move into the outcomes while the encodings stay borrowed.
                 let taken: Vec<_> = requests
                     .iter_mut()
-                    .map(|r| std::mem::take(&mut r.events))
+                    .map(|r| {
+                        r.encode();
+                        std::mem::take(&mut r.events)
+                    })
                     .collect();
                 for (request, events) in requests.iter().zip(taken) {
                     let mut outcome = AppendOutcome::default();

@@ -14,6 +14,9 @@ use crate::codec;
 use crate::event::{id_print, kind_index, Event, KIND_NAMES};
 use std::sync::Arc;
 
+/// Requests with fewer events are encoded by the commit instead (see [`Prepared::encode`]).
+const ENCODE_AHEAD: usize = 8;
+
 /// One request, ready to commit (see the module doc). Built from the events and their group key
 /// as [`KeyedRequest`] carries them.
 #[derive(Debug)]
@@ -36,7 +39,11 @@ pub struct Prepared {
 
 impl Prepared {
     pub fn new(key: Option<String>, events: Vec<NewEvent>) -> Prepared {
-        let (bytes, ends) = codec::encode_items(events.iter().map(|e| &e.event));
+        let (bytes, ends) = if events.len() >= ENCODE_AHEAD {
+            codec::encode_items(events.iter().map(|e| &e.event))
+        } else {
+            Default::default()
+        };
         let with_ids = events.iter().any(|e| e.client_id.is_some());
         let prints = (key.is_some() || with_ids)
             .then(|| events.iter().map(|e| id_print(&e.event.id)).collect());
@@ -100,7 +107,14 @@ impl Prepared {
         self.kinds
     }
 
-    /// Event `i`'s encoding.
+    /// Encodes the events if [`Prepared::new`] left it to the commit (a small request).
+    pub(super) fn encode(&mut self) {
+        if self.ends.len() != self.events.len() {
+            (self.bytes, self.ends) = codec::encode_items(self.events.iter().map(|e| &**e));
+        }
+    }
+
+    /// Event `i`'s encoding (after [`Prepared::encode`]).
     pub(super) fn encoded(&self, i: usize) -> &[u8] {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         &self.bytes[start..self.ends[i]]
@@ -125,17 +139,45 @@ mod tests {
 
     #[test]
     fn each_event_is_encoded_as_the_inbox_stores_it() {
-        let events = vec![event("w", None), event("w", Some("a")), event("v", None)];
+        let events: Vec<NewEvent> = (0..ENCODE_AHEAD)
+            .map(|i| {
+                event(
+                    if i % 2 == 0 { "w" } else { "v" },
+                    Some("a").filter(|_| i == 1),
+                )
+            })
+            .collect();
         let p = Prepared::new(None, events.clone());
+        assert_eq!(p.ends.len(), ENCODE_AHEAD, "encoded where it was prepared");
         for (i, e) in events.iter().enumerate() {
             let mut one = Vec::new();
             codec::seq_into(&mut one, 1, p.encoded(i));
             let back: Vec<Event> = codec::decode(&one).unwrap();
             assert_eq!(back, vec![e.event.clone()]);
         }
-        assert_eq!(p.ids.len(), 3, "one slot per event once any has an id");
+        assert_eq!(
+            p.ids.len(),
+            ENCODE_AHEAD,
+            "one slot per event once any has an id"
+        );
         assert!(p.has_ids() && p.prints().is_some());
-        assert_eq!(p.kinds().collect::<Vec<_>>(), vec![("trace", 3)]);
+        assert_eq!(
+            p.kinds().collect::<Vec<_>>(),
+            vec![("trace", ENCODE_AHEAD as u64)]
+        );
+    }
+
+    #[test]
+    fn a_small_request_is_encoded_by_the_commit_as_a_large_one_is_ahead() {
+        let events: Vec<NewEvent> = (0..ENCODE_AHEAD).map(|_| event("w", None)).collect();
+        let ahead = Prepared::new(None, events.clone());
+        let mut small = Prepared::new(None, events[..2].to_vec());
+        assert!(small.ends.is_empty(), "left to the commit");
+        small.encode();
+        assert_eq!(small.encoded(1), ahead.encoded(1));
+        let before = small.bytes.clone();
+        small.encode();
+        assert_eq!(small.bytes, before, "encoded once");
     }
 
     #[test]

@@ -142,6 +142,10 @@ impl Store {
         let Some(first) = wal.last_seq.filter(|_| eligible).map(|s| s + 1) else {
             return Ok(Err(requests));
         };
+        let mut requests = requests;
+        for r in &mut requests {
+            r.encode();
+        }
         let mut seq = first - 1;
         let encoded: Vec<(u64, &[u8])> = requests
             .iter()
