@@ -134,7 +134,7 @@ impl Store {
         &self,
         db: &Database,
         wal: &mut Wal,
-        requests: Vec<Prepared>,
+        mut requests: Vec<Prepared>,
     ) -> Result<Result<Vec<AppendOutcome>, Vec<Prepared>>, StoreError> {
         let eligible = wal.tail.has_room()
             && requests.iter().map(|r| r.events.len()).sum::<usize>() <= MAX_EVENTS
@@ -142,7 +142,6 @@ impl Store {
         let Some(first) = wal.last_seq.filter(|_| eligible).map(|s| s + 1) else {
             return Ok(Err(requests));
         };
-        let mut requests = requests;
         for r in &mut requests {
             r.encode();
         }
