@@ -118,6 +118,55 @@ fn sealed_runs_remember_exactly_and_expire_whole() {
 }
 
 #[test]
+fn ids_in_runs_under_group_filters_are_found_before_and_after_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.redb");
+    // An hour's window: a set spans at most a minute, so appends a minute apart make a run each.
+    let window = 3_600_000;
+    let at = |i: usize| T0 + i as i64 * 61_000;
+    let batches: Vec<Vec<String>> = (0..21).map(|i| names(&format!("b{i}"), 300)).collect();
+    {
+        let store = Store::open(&path).unwrap();
+        for (i, ids) in batches.iter().enumerate() {
+            let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let out = store.append(vec![refs.iter().map(|i| event(i)).collect()], at(i), window);
+            assert_eq!(out.unwrap()[0].duplicates, 0);
+        }
+        store.seal_ids().unwrap();
+        assert_eq!(
+            store.id_filters(),
+            (20, 2),
+            "20 runs, 16 of them in 2 groups"
+        );
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.id_filters(), (20, 2), "grouped again at open");
+    // Every id of every run (grouped or not) and of the log is still a duplicate; new ones not.
+    let later = at(22);
+    for (i, ids) in batches.iter().enumerate() {
+        let new = format!("new-{i}");
+        let mut refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        refs.push(&new);
+        let out = store.append(vec![refs.iter().map(|i| event(i)).collect()], later, window);
+        assert_eq!(out.unwrap()[0].duplicates, ids.len());
+    }
+    // The oldest runs expire one by one; a group goes with its last run, and the rest of a
+    // group whose first runs went still answers for its own.
+    store.seal_ids().unwrap(); // the last batch, read from the log at open, is a run too
+    assert_eq!(store.id_filters(), (21, 2));
+    for (dropped, expect) in [(3, (18, 2)), (8, (13, 1)), (16, (5, 0))] {
+        prune_all(&store, at(dropped - 1), u64::MAX);
+        assert_eq!(store.id_filters(), expect, "after {dropped} runs dropped");
+        let ids: Vec<&str> = batches[dropped].iter().map(String::as_str).collect();
+        let gone: Vec<&str> = batches[dropped - 1].iter().map(String::as_str).collect();
+        let out = store.append(vec![ids.iter().map(|i| event(i)).collect()], later, window);
+        assert_eq!(out.unwrap()[0].duplicates, ids.len());
+        let out = store.append(vec![gone.iter().map(|i| event(i)).collect()], later, window);
+        assert_eq!(out.unwrap()[0].duplicates, 0, "run {dropped} expired");
+    }
+}
+
+#[test]
 fn ids_are_small_on_disk_once_sealed() {
     let n = 40_600; // 200 blocks of 203 ids
     let ids = names("client-id", n);

@@ -9,7 +9,8 @@
 //! records which may hold the id. The commit thread then asks only runs sealed since, and reads
 //! a run only when its filter said "maybe" — the same answers it would have got itself.
 
-use super::ids::{id_key, Key, RunFilter};
+use super::id_filter::{maybe_runs, Filter, Group};
+use super::ids::{id_key, Key};
 use super::{NewEvent, Store};
 use std::sync::{Arc, Mutex};
 
@@ -77,15 +78,29 @@ pub(super) struct Published(Mutex<Arc<Snapshot>>);
 pub(super) struct Snapshot {
     pub(super) generation: u64,
     /// (run number, filter), in the order of their numbers.
-    pub(super) runs: Vec<(u64, Arc<RunFilter>)>,
+    pub(super) runs: Vec<(u64, Arc<Filter>)>,
+    /// Filters over groups of those runs, likewise in order.
+    pub(super) groups: Vec<Arc<Group>>,
+}
+
+impl Snapshot {
+    /// What the filters say about one id (an id the append has to probe itself).
+    pub(super) fn probe(&self, key: &Key) -> Probe {
+        let hi = super::ids::hi64(key);
+        Probe {
+            generation: self.generation,
+            through: self.runs.last().map_or(0, |r| r.0),
+            maybe: maybe_runs(&self.runs, &self.groups, &[hi]).swap_remove(0),
+        }
+    }
 }
 
 impl Published {
-    pub(super) fn set(&self, snapshot: Snapshot) {
+    pub(super) fn set(&self, snapshot: Arc<Snapshot>) {
         *self
             .0
             .lock()
-            .expect("published runs lock is never poisoned") = Arc::new(snapshot);
+            .expect("published runs lock is never poisoned") = snapshot;
     }
 
     fn get(&self) -> Arc<Snapshot> {
@@ -112,17 +127,7 @@ impl Store {
             .filter_map(|e| e.client_id.as_mut())
             .collect();
         let his: Vec<u64> = ids.iter().map(|id| super::ids::hi64(&id.key)).collect();
-        let mut maybe: Vec<Vec<u64>> = vec![Vec::new(); ids.len()];
-        // Run by run, not id by id: one run's filter (≈ 260 KB) stays in the core's cache for
-        // all of a request's ids, where going through every run for each id missed the cache
-        // at every filter (tens of runs under a flood of ids, megabytes of filters).
-        for (run, filter) in &snapshot.runs {
-            for (hi, maybe) in his.iter().zip(&mut maybe) {
-                if filter.may_contain(*hi) {
-                    maybe.push(*run);
-                }
-            }
-        }
+        let maybe = maybe_runs(&snapshot.runs, &snapshot.groups, &his);
         for (id, maybe) in ids.iter_mut().zip(maybe) {
             id.probe = Some(Probe {
                 generation: snapshot.generation,

@@ -18,6 +18,8 @@
 //! - **filters** (memory): a 16-bit binary fuse filter per run (≈ 2.3 bytes an id, 0.0015 %
 //!   false positives), so looking up a new id almost never reads the disk. (8-bit filters, half
 //!   the memory, sent 0.4 % of lookups per run to the disk: 2 % of the ingest CPU in the bench.)
+//!   And an 8-bit one per eight runs, so a new id asks a few filters however many runs there
+//!   are (see [`super::id_filter`]).
 //! - **expiry**: a run goes whole, by dropping its table, once its newest id is older than the
 //!   window, or early (oldest first) while more than `ingest.max_remembered_ids` are remembered.
 //!
@@ -25,8 +27,10 @@
 //! capped at [`MAX_SET`] ids (2.75 MiB) with at most [`MAX_FROZEN`] frozen ones waiting, so
 //! unsealed ids use at most ≈ 8.5 MiB (plus ≈ 3.5 MiB while a run is sorted, and the emptied
 //! table of the last sealed set, kept for the next set while ids keep coming); sealed ids cost
-//! their filter, ≈ 2.3 bytes each (23 MiB for the default cap of 10 million).
+//! their filters, ≈ 3.4 bytes each (34 MiB for the default cap of 10 million), and the newest
+//! runs' ids 8 bytes each until their group is built (at most 8 runs, ≈ 7 MiB).
 
+use super::id_filter::{self, Filter, Group, GROUP_RUNS};
 use super::id_probe::{ClientId, Probe, Published, Snapshot};
 use super::{Store, StoreError};
 use redb::{
@@ -37,7 +41,6 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
-use xorf::{BinaryFuse16, Filter as _};
 
 /// Log key → accepted ms (8 bytes, big-endian) followed by 16-byte id keys.
 pub(super) const ID_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ingest_id_log");
@@ -68,9 +71,6 @@ const SEAL_STEP_IDS: usize = BLOCK_IDS * 48;
 pub const MAX_SET: usize = 114_688;
 /// Frozen sets allowed to wait for sealing; past this, an append seals before it returns.
 pub const MAX_FROZEN: usize = 2;
-/// Runs smaller than this keep their first 8 key bytes sorted instead of a filter (exact, and
-/// the filter's fixed overhead would dominate).
-const EXACT_FILTER_IDS: usize = 256;
 
 /// The 16-byte key of a client id: the first half of SHA-256 over workspace, a zero byte and the
 /// id. A cryptographic hash, so no client can make another's id collide with its own.
@@ -127,7 +127,7 @@ struct Pending {
     through_log: u64,
     /// Once frozen and sorted for sealing: its filter, checked before the (much larger) hash
     /// table so that looking up a new id touches less memory.
-    filter: OnceLock<Arc<RunFilter>>,
+    filter: OnceLock<Arc<Filter>>,
 }
 
 impl Pending {
@@ -150,40 +150,13 @@ impl Pending {
     }
 }
 
-/// What tells a run's ids apart from others without reading it.
-pub(super) enum RunFilter {
-    Fuse(BinaryFuse16),
-    /// The first 8 bytes of each key, sorted (small runs).
-    Exact(Box<[u64]>),
-}
-
-impl RunFilter {
-    /// From the first 8 bytes of a run's keys, sorted.
-    fn build(mut his: Vec<u64>) -> RunFilter {
-        his.dedup();
-        if his.len() >= EXACT_FILTER_IDS {
-            if let Ok(f) = BinaryFuse16::try_from(&his) {
-                return RunFilter::Fuse(f);
-            }
-        }
-        RunFilter::Exact(his.into_boxed_slice())
-    }
-
-    pub(super) fn may_contain(&self, hi: u64) -> bool {
-        match self {
-            RunFilter::Fuse(f) => f.contains(&hi),
-            RunFilter::Exact(v) => v.binary_search(&hi).is_ok(),
-        }
-    }
-}
-
 /// A sealed run: ids on disk in `ingest_id_run.<id>`, times within [`min_ms`, `max_ms`].
 struct Run {
     id: u64,
     min_ms: i64,
     max_ms: i64,
     len: u64,
-    filter: Arc<RunFilter>,
+    filter: Arc<Filter>,
 }
 
 /// Everything in memory about remembered ids; the file is the truth, this is its index.
@@ -193,6 +166,12 @@ pub(super) struct IdState {
     frozen: VecDeque<Arc<Pending>>,
     /// Oldest first.
     runs: Vec<Run>,
+    /// Filters over groups of runs, oldest first; a group goes when its last run does.
+    groups: Vec<Arc<Group>>,
+    /// The key halves of the newest runs, not yet in a group, oldest first.
+    ungrouped: Vec<(u64, Arc<[u64]>)>,
+    /// The filters of `runs` and `groups` as last published.
+    filters: Arc<Snapshot>,
     next_log: u64,
     next_run: u64,
     /// Bumped when the state is reloaded from the file, so a sealing step started before knows
@@ -213,12 +192,30 @@ impl IdState {
         ((self.max_ids / 8).max(16) as usize).min(MAX_SET)
     }
 
-    /// The sealed runs' filters, for [`Store::probe_ids`](super::Store::probe_ids).
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
+    /// Publishes the sealed runs' filters, for [`Store::probe_ids`](super::Store::probe_ids)
+    /// and for ids an append probes itself; after every change to `runs` or `groups`.
+    fn publish(&mut self, published: &Published) {
+        self.filters = Arc::new(Snapshot {
             generation: self.generation,
             runs: self.runs.iter().map(|r| (r.id, r.filter.clone())).collect(),
+            groups: self.groups.clone(),
+        });
+        published.set(self.filters.clone());
+    }
+
+    /// Groups the oldest ungrouped runs while [`GROUP_RUNS`] of them wait (at open).
+    fn group_all(&mut self) {
+        while self.ungrouped.len() >= GROUP_RUNS {
+            let members: Vec<_> = self.ungrouped.drain(..GROUP_RUNS).collect();
+            self.groups.push(Arc::new(Group::build(&members)));
         }
+    }
+
+    /// A run was dropped: its key halves, and a group all of whose runs are gone, go too.
+    fn forget_run(&mut self, run: u64) {
+        self.ungrouped.retain(|(r, _)| *r != run);
+        let oldest = self.runs.first().map_or(u64::MAX, |r| r.id);
+        self.groups.retain(|g| g.last >= oldest);
     }
 
     fn remembered(&self) -> u64 {
@@ -276,9 +273,9 @@ fn lock(state: &Mutex<IdState>) -> MutexGuard<'_, IdState> {
 impl Ids {
     /// Reads the remembered ids of an open file: filters of every run, unsealed sets from the log.
     pub(super) fn load(db: &Database) -> Result<Ids, StoreError> {
-        let state = load_state(db, 0)?;
+        let mut state = load_state(db, 0)?;
         let published = Published::default();
-        published.set(state.snapshot());
+        state.publish(&published);
         let ids = Ids {
             state: Mutex::new(state),
             published,
@@ -297,7 +294,7 @@ impl Ids {
         let max_ids = st.max_ids;
         *st = fresh;
         st.max_ids = max_ids;
-        self.published.set(st.snapshot());
+        st.publish(&self.published);
         drop(st);
         // A run being written is now stale: the sealing step sees the new generation.
         self.signal.wake();
@@ -407,6 +404,7 @@ impl<'t, 's> IdBatch<'t, 's> {
             frozen,
             runs,
             generation,
+            filters,
             ..
         } = st;
         let offset = (now - active.base_ms) as u32;
@@ -431,6 +429,16 @@ impl<'t, 's> IdBatch<'t, 's> {
                     return Ok(true);
                 }
             }
+            // Not probed on its way in (an idempotency key, a source's id): probed here, so the
+            // group filters spare asking every run's.
+            let own;
+            let probe = match probe {
+                None if runs.len() > 1 => {
+                    own = filters.probe(&key);
+                    Some(&own)
+                }
+                p => p,
+            };
             for run in runs.iter().rev() {
                 if run.max_ms <= horizon
                     || probe.is_some_and(|p| p.rules_out(*generation, run.id))
@@ -599,7 +607,9 @@ struct Build {
     min_ms: i64,
     max_ms: i64,
     written: usize,
-    filter: Arc<RunFilter>,
+    filter: Arc<Filter>,
+    /// Its keys' first halves, for its group's filter.
+    his: Arc<[u64]>,
 }
 
 impl Build {
@@ -612,9 +622,8 @@ impl Build {
         sorted.sort_unstable_by_key(|e| e.0);
         let min_ms = sorted.iter().map(|e| e.1).min().unwrap_or(set.base_ms);
         let max_ms = sorted.iter().map(|e| e.1).max().unwrap_or(set.max_ms);
-        let filter = Arc::new(RunFilter::build(
-            sorted.iter().map(|(k, _)| hi64(k)).collect(),
-        ));
+        let his = id_filter::his(sorted.iter().map(|(k, _)| hi64(k)).collect());
+        let filter = Arc::new(Filter::run(&his));
         let _ = set.filter.set(filter.clone());
         Build {
             set,
@@ -625,6 +634,7 @@ impl Build {
             max_ms,
             written: 0,
             filter,
+            his,
         }
     }
 }
@@ -689,7 +699,8 @@ impl Store {
                 len: b.sorted.len() as u64,
                 filter: b.filter.clone(),
             });
-            ids.published.set(st.snapshot());
+            st.ungrouped.push((b.run, b.his.clone()));
+            st.publish(&ids.published);
             Ok(true)
         })?;
         if finished {
@@ -700,10 +711,35 @@ impl Store {
                 table.clear();
                 lock(&ids.state).spare = Some(table);
             }
+            self.group_step();
             return Ok(ids.backlog() > 0);
         }
         b.written = end;
         Ok(true)
+    }
+
+    /// Builds the filter of the oldest [`GROUP_RUNS`] ungrouped runs, if that many wait; the
+    /// state is not held while it is built (≈ 50 ms for eight full runs).
+    fn group_step(&self) {
+        let ids = &self.inner.ids;
+        let (generation, members) = {
+            let st = lock(&ids.state);
+            if st.ungrouped.len() < GROUP_RUNS {
+                return;
+            }
+            (st.generation, st.ungrouped[..GROUP_RUNS].to_vec())
+        };
+        let group = Arc::new(Group::build(&members));
+        let mut st = lock(&ids.state);
+        // Unless the file was reloaded, or one of the runs dropped, meanwhile.
+        let same = st.generation == generation
+            && st.ungrouped.len() >= GROUP_RUNS
+            && st.ungrouped.iter().zip(&members).all(|(a, b)| a.0 == b.0);
+        if same {
+            st.ungrouped.drain(..GROUP_RUNS);
+            st.groups.push(group);
+            st.publish(&ids.published);
+        }
     }
 
     /// Seals every frozen set now rather than in the background, so the file's layout is
@@ -715,6 +751,12 @@ impl Store {
     /// How many client ids are remembered (sealed or not, expired ones not yet dropped included).
     pub fn remembered_ids(&self) -> u64 {
         lock(&self.inner.ids.state).remembered()
+    }
+
+    /// Sealed runs and the group filters over them (tests, tools: whether lookups are grouped).
+    pub fn id_filters(&self) -> (usize, usize) {
+        let st = lock(&self.inner.ids.state);
+        (st.runs.len(), st.groups.len())
     }
 
     /// Seals until at most `frozen` sets wait.
@@ -786,7 +828,8 @@ impl Expiry<'_> {
                 if early {
                     crate::metrics::ids_forgotten_early(r.len);
                 }
-                self.published.set(self.state.snapshot());
+                self.state.forget_run(run);
+                self.state.publish(self.published);
             }
         }
         crate::metrics::set_ids_remembered(self.state.remembered());
@@ -823,6 +866,9 @@ fn load_state(db: &Database, generation: u64) -> Result<IdState, StoreError> {
         active: Pending::default(),
         frozen: VecDeque::new(),
         runs: Vec::new(),
+        groups: Vec::new(),
+        ungrouped: Vec::new(),
+        filters: Arc::default(),
         next_log: 1,
         next_run: 1,
         generation,
@@ -835,7 +881,7 @@ fn load_state(db: &Database, generation: u64) -> Result<IdState, StoreError> {
         .collect::<Result<_, _>>()?;
     for (id, (min_ms, max_ms, len)) in meta {
         let table = txn.open_table(run_def(&run_name(id)))?;
-        let mut his = Vec::with_capacity(len as usize);
+        let mut his: Vec<u64> = Vec::with_capacity(len as usize);
         for row in table.iter()? {
             let (_, block) = row?;
             his.extend(
@@ -845,13 +891,16 @@ fn load_state(db: &Database, generation: u64) -> Result<IdState, StoreError> {
                     .map(|e| u64::from_be_bytes(e[..8].try_into().expect("8 bytes"))),
             );
         }
+        let his = id_filter::his(his);
         st.runs.push(Run {
             id,
             min_ms,
             max_ms,
             len,
-            filter: Arc::new(RunFilter::build(his)),
+            filter: Arc::new(Filter::run(&his)),
         });
+        st.ungrouped.push((id, his));
+        st.group_all();
         st.next_run = id + 1;
     }
     // Unsealed ids: consecutive log rows make sets of at most MAX_SET ids, all frozen (they are

@@ -8,6 +8,7 @@
 
 mod bodies;
 mod deflate;
+mod id_filter;
 mod id_probe;
 mod ids;
 mod prepared;
