@@ -504,6 +504,11 @@ fn assert_schema_7_contents(store: &Store) {
     );
     let inbox = store.read_inbox(0, 10).unwrap();
     assert_eq!(inbox, [(7, s7_event(6))], "only g6 was not applied yet");
+    assert_schema_7_history(store);
+}
+
+/// The schema-7 fixture's stored items, checkpoints and deliveries (and every file made from it).
+fn assert_schema_7_history(store: &Store) {
     let mut alerts = store.alerts_with_bucket_items().unwrap();
     alerts.sort();
     assert_eq!(alerts, ["guard-fast", "guard-slow"]);
@@ -636,4 +641,66 @@ fn a_schema_7_file_keeps_its_stored_bucket_items_and_delivery_bodies() {
         before,
         "the bodies read the same after reopening"
     );
+}
+
+/// The previous release's file (schema 8, `tests/fixtures/store-schema8.redb`): the schema-7
+/// fixture with 302 more client ids, 300 sealed in a run and 2 in the log, all keyed by SHA-256.
+/// After the upgrade to BLAKE3 keys (schema 9) every one is still a duplicate, before and after
+/// reopening, until its window ends; then ids are hashed one way only. The items, checkpoints
+/// and deliveries of schema 7 are intact.
+#[test]
+fn a_schema_8_file_keeps_its_ids_under_their_old_keys_until_they_expire() {
+    use alertd::store::{ClientId, NewEvent};
+    const WINDOW: i64 = 600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_named(dir.path(), "store-schema8.redb");
+    assert_eq!(schema_of(&path), 8, "the fixture is a schema-8 file");
+    let ev = |cid: &str| {
+        let mut e = s7_event(1);
+        e.id = uuid::Uuid::now_v7().to_string();
+        NewEvent {
+            client_id: Some(ClientId::new(&e.workspace, cid)),
+            event: e,
+        }
+    };
+    let old: Vec<String> = (0..300)
+        .map(|i| format!("s8-run-{i:03}"))
+        .chain(["s8-log-a".into(), "s8-log-b".into()])
+        .chain((1..=6).map(|n| format!("c-g{n}")))
+        .collect();
+    let at = T0 + 200_000;
+    {
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 309);
+        assert_schema_7_history(&store);
+        assert!(store.ids_under_old_keys());
+        assert_eq!(store.remembered_ids(), 309);
+        let mut retry: Vec<NewEvent> = old.iter().map(|c| ev(c)).collect();
+        retry.push(ev("s9-new"));
+        let out = store.append(vec![retry], at, WINDOW).unwrap();
+        assert_eq!(out[0].duplicates, old.len(), "every id of the old release");
+        assert_eq!(out[0].stored.len(), 1);
+    }
+    assert_eq!(schema_of(&path), alertd::store::SCHEMA_VERSION);
+    let store = Store::open(&path).unwrap();
+    assert!(store.ids_under_old_keys());
+    store.seal_ids().unwrap();
+    for cid in ["s8-run-000", "s8-run-299", "s8-log-b", "c-g6", "s9-new"] {
+        let out = store.append(vec![vec![ev(cid)]], at + 1, WINDOW).unwrap();
+        assert_eq!(out[0].duplicates, 1, "{cid} after reopening");
+    }
+    // The old ids' window ends (the last were accepted at T0 + 146 s): they are dropped, and
+    // the id accepted after the upgrade is still remembered, by its new key alone.
+    let applied = store.applied_through().unwrap();
+    while !store
+        .prune_step(applied, T0 + 146_000, u64::MAX, 100_000)
+        .unwrap()
+    {}
+    assert!(!store.ids_under_old_keys(), "no id has an old key any more");
+    assert_eq!(store.remembered_ids(), 1);
+    let out = store
+        .append(vec![vec![ev("s9-new"), ev("s8-run-000")]], at + 2, WINDOW)
+        .unwrap();
+    assert_eq!(out[0].duplicates, 1, "s9-new is; s8-run-000 expired");
+    assert_schema_7_history(&store);
 }

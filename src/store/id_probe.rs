@@ -10,7 +10,8 @@
 //! a run only when its filter said "maybe" — the same answers it would have got itself.
 
 use super::id_filter::{maybe_runs, Filter, Group};
-use super::ids::{id_key, Key};
+use super::id_key::{id_key, sha_key};
+use super::ids::Key;
 use super::{NewEvent, Store};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +20,8 @@ use std::sync::{Arc, Mutex};
 #[derive(Clone)]
 pub struct ClientId {
     pub(super) key: Key,
+    /// Its key before schema 9, while ids remembered by it may be live (see `id_key`).
+    pub(super) sha: Option<Key>,
     pub(super) probe: Option<Probe>,
 }
 
@@ -27,6 +30,7 @@ impl ClientId {
     pub fn new(workspace: &str, id: &str) -> ClientId {
         ClientId {
             key: id_key(workspace, id),
+            sha: sha_key(workspace, id),
             probe: None,
         }
     }

@@ -1,8 +1,8 @@
 //! Remembered client event ids: exact de-duplication within `ingest.dedup_window`, at one
 //! sequential write per append on the ingest path and about 20 bytes per id on disk.
 //!
-//! A client id is remembered as the 128-bit key of [`id_key`] (a SHA-256 prefix of workspace and
-//! id) with the time it was accepted. The layout is a small log-structured merge without merges:
+//! A client id is remembered as the 128-bit key of [`id_key`] (a BLAKE3 prefix of workspace and
+//! id; SHA-256 in files before schema 9, see [`super::id_key`]) with the time it was accepted. The layout is a small log-structured merge without merges:
 //!
 //! - **log** (`ingest_id_log`, u64 → accepted ms + packed keys): the ids an append accepted,
 //!   written in the same durable transaction as its events under an increasing key, ≤ 254 ids a
@@ -31,6 +31,7 @@
 //! runs' ids 8 bytes each until their group is built (at most 8 runs, ≈ 7 MiB).
 
 use super::id_filter::{self, Filter, Group, GROUP_RUNS};
+use super::id_key::{id_key, old_key, sha_key, ShaIds};
 use super::id_probe::{ClientId, Probe, Published, Snapshot};
 use super::{Store, StoreError};
 use redb::{
@@ -47,6 +48,11 @@ pub(super) const ID_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("ing
 /// Run number → (oldest accepted ms, newest accepted ms, ids): the complete runs. A run table
 /// without a row here is a partly written one and is deleted at open.
 const ID_RUNS: TableDefinition<u64, (i64, i64, u64)> = TableDefinition::new("ingest_id_runs");
+/// The runs whose keys are SHA-256 ones (written before schema 9; see [`super::id_key`]).
+const ID_SHA_RUNS: TableDefinition<u64, ()> = TableDefinition::new("ingest_id_sha_runs");
+/// `log_through` → the log rows numbered up to this hold SHA-256 keys.
+const ID_SHA: TableDefinition<&str, u64> = TableDefinition::new("ingest_id_sha");
+const SHA_LOG: &str = "log_through";
 /// Run tables are `ingest_id_run.<n>`: a block's first key → the block.
 const RUN_PREFIX: &str = "ingest_id_run.";
 
@@ -72,19 +78,8 @@ pub const MAX_SET: usize = 114_688;
 /// Frozen sets allowed to wait for sealing; past this, an append seals before it returns.
 pub const MAX_FROZEN: usize = 2;
 
-/// The 16-byte key of a client id: the first half of SHA-256 over workspace, a zero byte and the
-/// id. A cryptographic hash, so no client can make another's id collide with its own.
+/// The 16-byte key of a client id (see [`super::id_key`]).
 pub(super) type Key = [u8; 16];
-
-pub(super) fn id_key(workspace: &str, id: &str) -> Key {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(workspace.as_bytes());
-    h.update([0u8]);
-    h.update(id.as_bytes());
-    let d = h.finalize();
-    d[..16].try_into().expect("a SHA-256 digest has 32 bytes")
-}
 
 pub(super) fn hi64(k: &Key) -> u64 {
     u64::from_be_bytes(k[..8].try_into().expect("a key has 16 bytes"))
@@ -121,6 +116,8 @@ type KeyMap = HashMap<Key, u32, BuildHasherDefault<Prehashed>>;
 #[derive(Default)]
 struct Pending {
     ids: KeyMap,
+    /// Its keys are SHA-256 ones (log rows written before schema 9).
+    sha: bool,
     base_ms: i64,
     max_ms: i64,
     /// The last log row holding its ids (its rows are the ones after the previous set's).
@@ -157,6 +154,8 @@ struct Run {
     max_ms: i64,
     len: u64,
     filter: Arc<Filter>,
+    /// Its keys are SHA-256 ones: searched by an id's old key, and in no group.
+    sha: bool,
 }
 
 /// Everything in memory about remembered ids; the file is the truth, this is its index.
@@ -172,6 +171,8 @@ pub(super) struct IdState {
     ungrouped: Vec<(u64, Arc<[u64]>)>,
     /// The filters of `runs` and `groups` as last published.
     filters: Arc<Snapshot>,
+    /// Counted while a run or set holds SHA-256 keys.
+    sha: ShaIds,
     next_log: u64,
     next_run: u64,
     /// Bumped when the state is reloaded from the file, so a sealing step started before knows
@@ -197,7 +198,11 @@ impl IdState {
     fn publish(&mut self, published: &Published) {
         self.filters = Arc::new(Snapshot {
             generation: self.generation,
-            runs: self.runs.iter().map(|r| (r.id, r.filter.clone())).collect(),
+            // Probes hold new keys: the old-keyed runs are searched by the append itself.
+            runs: (self.runs.iter())
+                .filter(|r| !r.sha)
+                .map(|r| (r.id, r.filter.clone()))
+                .collect(),
             groups: self.groups.clone(),
         });
         published.set(self.filters.clone());
@@ -216,6 +221,13 @@ impl IdState {
         self.ungrouped.retain(|(r, _)| *r != run);
         let oldest = self.runs.first().map_or(u64::MAX, |r| r.id);
         self.groups.retain(|g| g.last >= oldest);
+        self.count_sha();
+    }
+
+    /// Whether ids need their old key too: while any run or set holds SHA-256 keys.
+    fn count_sha(&mut self) {
+        let holds = self.runs.iter().any(|r| r.sha) || self.frozen.iter().any(|f| f.sha);
+        self.sha.set(holds);
     }
 
     fn remembered(&self) -> u64 {
@@ -351,12 +363,13 @@ pub(super) struct IdBatch<'t, 's> {
 impl<'t, 's> IdBatch<'t, 's> {
     /// Whether this client id was accepted within the window; if not, it is remembered now.
     pub(super) fn is_duplicate(&mut self, workspace: &str, id: &str) -> Result<bool, StoreError> {
-        self.check(id_key(workspace, id), true, None)
+        let sha = sha_key(workspace, id);
+        self.check(id_key(workspace, id), sha, true, None)
     }
 
     /// [`Self::is_duplicate`] for an event's client id, using what its probe already knows.
     pub(super) fn is_duplicate_id(&mut self, id: &ClientId) -> Result<bool, StoreError> {
-        self.check(id.key, true, id.probe.as_ref())
+        self.check(id.key, id.sha, true, id.probe.as_ref())
     }
 
     /// Looks up a request's ids in the active set once, before they are checked one by one:
@@ -374,12 +387,15 @@ impl<'t, 's> IdBatch<'t, 's> {
 
     /// Whether this client id was accepted within the window, remembering nothing.
     pub(super) fn was_seen(&mut self, workspace: &str, id: &str) -> Result<bool, StoreError> {
-        self.check(id_key(workspace, id), false, None)
+        let sha = sha_key(workspace, id);
+        self.check(id_key(workspace, id), sha, false, None)
     }
 
+    /// `sha`: the id's old key, needed while runs or sets hold such keys (see `id_key`).
     fn check(
         &mut self,
         key: Key,
+        sha: Option<Key>,
         remember: bool,
         probe: Option<&Probe>,
     ) -> Result<bool, StoreError> {
@@ -420,12 +436,15 @@ impl<'t, 's> IdBatch<'t, 's> {
             Entry::Vacant(v) => Some(v),
         };
         if let Some(slot) = slot {
-            let hi = hi64(&key);
+            // The key a set or run knows the id by.
+            let key_in = |old: bool| if old { sha } else { Some(key) };
             for f in frozen.iter().rev() {
-                if f.max_ms <= horizon || f.filter.get().is_some_and(|f| !f.may_contain(hi)) {
+                let Some(k) = key_in(f.sha) else { continue };
+                if f.max_ms <= horizon || (f.filter.get()).is_some_and(|f| !f.may_contain(hi64(&k)))
+                {
                     continue;
                 }
-                if f.at(&key).is_some_and(live) {
+                if f.at(&k).is_some_and(live) {
                     return Ok(true);
                 }
             }
@@ -440,9 +459,10 @@ impl<'t, 's> IdBatch<'t, 's> {
                 p => p,
             };
             for run in runs.iter().rev() {
+                let Some(k) = key_in(run.sha) else { continue };
                 if run.max_ms <= horizon
-                    || probe.is_some_and(|p| p.rules_out(*generation, run.id))
-                    || !run.filter.may_contain(hi)
+                    || (!run.sha && probe.is_some_and(|p| p.rules_out(*generation, run.id)))
+                    || !run.filter.may_contain(hi64(&k))
                 {
                     continue;
                 }
@@ -450,7 +470,7 @@ impl<'t, 's> IdBatch<'t, 's> {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(e) => e.insert(self.txn.open_table(run_def(&run_name(run.id)))?),
                 };
-                if let Some(off) = find_in_run(table, &key)? {
+                if let Some(off) = find_in_run(table, &k)? {
                     if live(run.min_ms + off as i64) {
                         return Ok(true);
                     }
@@ -680,6 +700,9 @@ impl Store {
             }
             txn.open_table(ID_RUNS)?
                 .insert(b.run, (b.min_ms, b.max_ms, b.sorted.len() as u64))?;
+            if b.set.sha {
+                txn.open_table(ID_SHA_RUNS)?.insert(b.run, ())?;
+            }
             txn.open_table(ID_LOG)?
                 .retain_in(..=b.set.through_log, |_, _| false)?;
             // Held across the commit, so no append sees the run on disk but not in memory.
@@ -698,8 +721,11 @@ impl Store {
                 max_ms: b.max_ms,
                 len: b.sorted.len() as u64,
                 filter: b.filter.clone(),
+                sha: b.set.sha,
             });
-            st.ungrouped.push((b.run, b.his.clone()));
+            if !b.set.sha {
+                st.ungrouped.push((b.run, b.his.clone()));
+            }
             st.publish(&ids.published);
             Ok(true)
         })?;
@@ -751,6 +777,11 @@ impl Store {
     /// How many client ids are remembered (sealed or not, expired ones not yet dropped included).
     pub fn remembered_ids(&self) -> u64 {
         lock(&self.inner.ids.state).remembered()
+    }
+
+    /// Whether some remembered ids have their pre-schema-9 keys, so every id is hashed twice.
+    pub fn ids_under_old_keys(&self) -> bool {
+        lock(&self.inner.ids.state).sha.get()
     }
 
     /// Sealed runs and the group filters over them (tests, tools: whether lookups are grouped).
@@ -805,6 +836,9 @@ impl Ids {
             if expired || over {
                 txn.delete_table(run_def(&run_name(run.id)))?;
                 txn.open_table(ID_RUNS)?.remove(run.id)?;
+                if run.sha {
+                    txn.open_table(ID_SHA_RUNS)?.remove(run.id)?;
+                }
                 out.dropped = Some((run.id, !expired));
                 out.more = true;
             }
@@ -839,6 +873,7 @@ impl Expiry<'_> {
 /// Creates the id tables and deletes partly written runs; in the opening transaction.
 pub(super) fn prepare(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ID_LOG)?;
+    txn.open_table(ID_SHA_RUNS)?;
     let complete: std::collections::HashSet<u64> = txn
         .open_table(ID_RUNS)?
         .iter()?
@@ -869,10 +904,24 @@ fn load_state(db: &Database, generation: u64) -> Result<IdState, StoreError> {
         groups: Vec::new(),
         ungrouped: Vec::new(),
         filters: Arc::default(),
+        sha: ShaIds::default(),
         next_log: 1,
         next_run: 1,
         generation,
         max_ids: 10_000_000,
+    };
+    let sha_runs: std::collections::HashSet<u64> = match txn.open_table(ID_SHA_RUNS) {
+        Ok(t) => t
+            .iter()?
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?,
+        Err(redb::TableError::TableDoesNotExist(_)) => Default::default(),
+        Err(e) => return Err(e.into()),
+    };
+    let sha_log = match txn.open_table(ID_SHA) {
+        Ok(t) => t.get(SHA_LOG)?.map_or(0, |v| v.value()),
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(e.into()),
     };
     let meta: Vec<(u64, (i64, i64, u64))> = txn
         .open_table(ID_RUNS)?
@@ -892,15 +941,19 @@ fn load_state(db: &Database, generation: u64) -> Result<IdState, StoreError> {
             );
         }
         let his = id_filter::his(his);
+        let sha = sha_runs.contains(&id);
         st.runs.push(Run {
             id,
             min_ms,
             max_ms,
             len,
             filter: Arc::new(Filter::run(&his)),
+            sha,
         });
-        st.ungrouped.push((id, his));
-        st.group_all();
+        if !sha {
+            st.ungrouped.push((id, his));
+            st.group_all();
+        }
         st.next_run = id + 1;
     }
     // Unsealed ids: consecutive log rows make sets of at most MAX_SET ids, all frozen (they are
@@ -913,9 +966,12 @@ fn load_state(db: &Database, generation: u64) -> Result<IdState, StoreError> {
             continue;
         }
         let at = i64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-        if set.ids.len() >= MAX_SET || !set.fits(at) {
+        // Rows of old keys and of new ones go to separate sets.
+        let sha = k.value() <= sha_log;
+        if set.ids.len() >= MAX_SET || !set.fits(at) || (!set.ids.is_empty() && set.sha != sha) {
             st.frozen.push_back(Arc::new(std::mem::take(&mut set)));
         }
+        set.sha = sha;
         for key in v[8..].chunks_exact(16) {
             let key: Key = key.try_into().expect("16 bytes");
             // A repeat accepted again after its window: the later time counts.
@@ -929,6 +985,9 @@ fn load_state(db: &Database, generation: u64) -> Result<IdState, StoreError> {
     if !set.ids.is_empty() {
         st.frozen.push_back(Arc::new(set));
     }
+    // Once the old rows are sealed the log may be empty: new rows still number past them.
+    st.next_log = st.next_log.max(sha_log + 1);
+    st.count_sha();
     Ok(st)
 }
 
@@ -1059,7 +1118,7 @@ pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreErro
             let (ws, id) = key.split_once('\u{0}').unwrap_or(("default", key.as_str()));
             let name = format!("{BUCKET_PREFIX}60000.{}", at.div_euclid(60_000));
             txn.open_table(bucket_def(&name))?
-                .insert(u128::from_be_bytes(id_key(ws, id)), *at)?;
+                .insert(u128::from_be_bytes(old_key(ws, id)), *at)?;
         }
         txn.delete_table(OLD_INGEST_IDS)?;
         txn.delete_table(OLD_INGEST_ID_TIMES)?;
@@ -1092,6 +1151,21 @@ pub(super) fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreErro
             }
             txn.delete_table(bucket_def(&name))?;
         }
+    }
+    if from < 9 {
+        // 8 → 9: keys become BLAKE3 ones; those remembered so far are marked as SHA-256 ones.
+        let runs: Vec<u64> = (txn.open_table(ID_RUNS)?.iter()?)
+            .map(|r| r.map(|(k, _)| k.value()))
+            .collect::<Result<_, _>>()?;
+        let mut sha = txn.open_table(ID_SHA_RUNS)?;
+        for run in runs {
+            sha.insert(run, ())?;
+        }
+        let last = txn
+            .open_table(ID_LOG)?
+            .last()?
+            .map_or(0, |(k, _)| k.value());
+        txn.open_table(ID_SHA)?.insert(SHA_LOG, last)?;
     }
     Ok(())
 }

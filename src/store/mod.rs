@@ -9,6 +9,7 @@
 mod bodies;
 mod deflate;
 mod id_filter;
+mod id_key;
 mod id_probe;
 mod ids;
 mod prepared;
@@ -58,8 +59,11 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// notification bodies stored once, deflated, apart from the outbox, dead-letter and delivery-log
 /// rows ([`bodies`]); the upgrade moves every stored body out of its row. 8: bucket items
 /// stored as one deflated block per tick (`bucket_item_blocks`, see [`items`]); the upgrade
-/// regroups the rows of `bucket_items` into blocks and deletes that table.
-pub const SCHEMA_VERSION: u64 = 8;
+/// regroups the rows of `bucket_items` into blocks and deletes that table. 9: client id keys
+/// hashed with BLAKE3 instead of SHA-256; the upgrade marks the ids remembered so far as
+/// SHA-256 ones (`ingest_id_sha_runs`, `ingest_id_sha`), looked up by their old key
+/// until they expire (see [`id_key`]).
+pub const SCHEMA_VERSION: u64 = 9;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
