@@ -644,7 +644,8 @@ fn a_schema_7_file_keeps_its_stored_bucket_items_and_delivery_bodies() {
 }
 
 /// The previous release's file (schema 8, `tests/fixtures/store-schema8.redb`): the schema-7
-/// fixture with 302 more client ids, 300 sealed in a run and 2 in the log, all keyed by SHA-256.
+/// fixture with 302 more client ids: 307 ids sealed in 3 runs and 2 in the log, all keyed by
+/// SHA-256.
 /// After the upgrade to BLAKE3 keys (schema 9) every one is still a duplicate, before and after
 /// reopening, until its window ends; then ids are hashed one way only. The items, checkpoints
 /// and deliveries of schema 7 are intact.
