@@ -394,7 +394,7 @@ pub fn parse_raw_event(v: &RawValue, now_ms: i64) -> Result<NewEvent, String> {
     }
     let client_id = m.opt_str("id")?;
     if let Some(id) = &client_id {
-        if id.is_empty() || id.chars().count() > MAX_CLIENT_ID {
+        if id.is_empty() || (id.len() > MAX_CLIENT_ID && id.chars().count() > MAX_CLIENT_ID) {
             return Err(format!("id must be 1-{MAX_CLIENT_ID} characters"));
         }
     }

@@ -108,12 +108,12 @@ pub use crate::event::kind_name;
 
 /// What is needed to attribute rows to requests after an uncertain commit: each request's size,
 /// and its events' [`id_print`]s when it may hold duplicates (client ids given).
-type Shape = Vec<(usize, Option<Vec<u128>>)>;
+type Shape = Vec<(usize, Option<Arc<[u128]>>)>;
 
 fn shapes(requests: &[Prepared]) -> Shape {
     requests
         .iter()
-        .map(|r| (r.len(), r.prints().map(<[u128]>::to_vec)))
+        .map(|r| (r.len(), r.prints().cloned()))
         .collect()
 }
 
@@ -137,7 +137,7 @@ fn verify(store: &Store, known: u64, shape: &Shape) -> Result<Vec<AppendOutcome>
                 .stored
                 .extend(rows.by_ref().take(*len).map(|(s, e)| (s, Arc::new(e)))),
             Some(ids) => {
-                for id in ids {
+                for id in ids.iter() {
                     if rows.peek().is_some_and(|(_, e)| id_print(&e.id) == *id) {
                         o.stored.extend(rows.next().map(|(s, e)| (s, Arc::new(e))));
                     } else {

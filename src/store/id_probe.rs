@@ -71,6 +71,13 @@ impl Probe {
     pub(super) fn rules_out(&self, generation: u64, run: u64) -> bool {
         self.generation == generation && run <= self.through && !self.maybe.contains(&run)
     }
+
+    /// Whether the probe rules out run `run` and every run before it: then an append looking
+    /// from the newest run back can stop here instead of passing every run of the window
+    /// (tens of them under a flood of ids) for each id.
+    pub(super) fn rules_out_through(&self, generation: u64, run: u64) -> bool {
+        self.generation == generation && run <= self.through && self.maybe.iter().all(|m| *m > run)
+    }
 }
 
 /// The sealed runs' filters as of their last change, for probing without the id state's lock
@@ -158,6 +165,10 @@ mod tests {
         assert!(!p.rules_out(2, 5), "the filter said maybe");
         assert!(!p.rules_out(2, 8), "sealed after the probe");
         assert!(!p.rules_out(3, 3), "the file was reloaded since");
+        assert!(p.rules_out_through(2, 4) && p.rules_out_through(2, 1));
+        assert!(!p.rules_out_through(2, 5), "run 5 may hold it");
+        assert!(!p.rules_out_through(2, 6), "run 5, before it, may hold it");
+        assert!(!p.rules_out_through(2, 8) && !p.rules_out_through(3, 1));
     }
 
     #[test]

@@ -421,6 +421,7 @@ impl<'t, 's> IdBatch<'t, 's> {
             runs,
             generation,
             filters,
+            sha: old_keys,
             ..
         } = st;
         let offset = (now - active.base_ms) as u32;
@@ -458,7 +459,12 @@ impl<'t, 's> IdBatch<'t, 's> {
                 }
                 p => p,
             };
+            // Old-keyed runs are never probed, so the walk goes on to them.
+            let old_keys = old_keys.get();
             for run in runs.iter().rev() {
+                if !old_keys && probe.is_some_and(|p| p.rules_out_through(*generation, run.id)) {
+                    break;
+                }
                 let Some(k) = key_in(run.sha) else { continue };
                 if run.max_ms <= horizon
                     || (!run.sha && probe.is_some_and(|p| p.rules_out(*generation, run.id)))
@@ -639,7 +645,8 @@ impl Build {
             .iter()
             .map(|(k, off)| (*k, set.base_ms + *off as i64))
             .collect();
-        sorted.sort_unstable_by_key(|e| e.0);
+        // As one 128-bit number (the same order as the bytes): a compare instead of a memcmp.
+        sorted.sort_unstable_by_key(|e| u128::from_be_bytes(e.0));
         let min_ms = sorted.iter().map(|e| e.1).min().unwrap_or(set.base_ms);
         let max_ms = sorted.iter().map(|e| e.1).max().unwrap_or(set.max_ms);
         let his = id_filter::his(sorted.iter().map(|(k, _)| hi64(k)).collect());

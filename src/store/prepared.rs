@@ -31,7 +31,8 @@ pub struct Prepared {
     pub(super) ends: Vec<usize>,
     /// Each event's [`id_print`] when the request may hold duplicates (a key or client ids):
     /// what tells its rows from its duplicates when a failed commit is checked.
-    prints: Option<Vec<u128>>,
+    /// Shared, so the commit keeps them for that check without copying them.
+    prints: Option<Arc<[u128]>>,
     /// How many events of each kind (indexed as [`KIND_NAMES`]), for the accepted-events
     /// metric.
     kinds: [u64; KIND_NAMES.len()],
@@ -89,8 +90,8 @@ impl Prepared {
     }
 
     /// See the field.
-    pub fn prints(&self) -> Option<&[u128]> {
-        self.prints.as_deref()
+    pub fn prints(&self) -> Option<&Arc<[u128]>> {
+        self.prints.as_ref()
     }
 
     /// Events of each kind in the request (all of them, duplicates included), by name.
