@@ -152,8 +152,8 @@ async fn unreadable_stored_rows_are_quarantined_and_the_daemon_starts() {
         let db = redb::Database::create(dir.path().join("alertd.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let mut row = vec![1u8];
-            row.extend(std::iter::repeat_n(0xAB, 65 * 1024 * 1024));
+            let mut row = vec![0xAB; 1 + 65 * 1024 * 1024];
+            row[0] = 1;
             txn.open_table(OUTBOX)
                 .unwrap()
                 .insert(big.as_u128(), row.as_slice())
