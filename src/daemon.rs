@@ -93,7 +93,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     // Watch before serving: a change saved once the API answers must not be missed.
     crate::watcher::spawn(state.clone(), loaded_at);
     crate::retention::spawn(state.inner().store.clone(), state.inner().config.clone());
-    let app = api::router(state.clone());
+    let app = api::Api::new(state.clone());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(crate::server::serve(
         listener,

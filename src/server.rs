@@ -62,13 +62,18 @@ pub fn is_deadline(e: &(dyn std::error::Error + 'static)) -> bool {
 ///
 /// The timer is armed only when the body is not all there at the first read: most ingest bodies
 /// arrive with their headers, and a timer per request cost a timer-wheel insert and removal.
-struct Deadline {
-    inner: Body,
+/// Generic over the body it wraps so that hyper's body is boxed once, here, not twice.
+struct Deadline<B> {
+    inner: B,
     deadline: tokio::time::Instant,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl http_body::Body for Deadline {
+impl<B> http_body::Body for Deadline<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
     type Data = bytes::Bytes;
     type Error = axum::Error;
 
@@ -78,7 +83,7 @@ impl http_body::Body for Deadline {
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
-            return Poll::Ready(frame);
+            return Poll::Ready(frame.map(|f| f.map_err(axum::Error::new)));
         }
         let deadline = this.deadline;
         let sleep = this
@@ -158,7 +163,7 @@ fn overflow_app() -> Router {
 /// Serves `app` on `listener` until `stop` turns true; in-flight requests finish first.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: crate::api::Api,
     cfg: ServerConfig,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -167,7 +172,7 @@ pub async fn serve(
     let per_ip = PerIp::default();
     let overflow_per_ip = PerIp::default();
     let request_timeout = cfg.request_timeout;
-    let app = app.layer(tower::util::MapRequestLayer::new(move |req: Request| {
+    let app = tower::util::MapRequest::new(app, move |req: Request<hyper::body::Incoming>| {
         req.map(|b| {
             Body::new(Deadline {
                 inner: b,
@@ -175,7 +180,7 @@ pub async fn serve(
                 sleep: None,
             })
         })
-    }));
+    });
     let refused = overflow_app();
     let mut conns = tokio::task::JoinSet::new();
     loop {
@@ -196,7 +201,13 @@ pub async fn serve(
             None => None,
         };
         let (service, header_timeout, keep_alive, permit, ip_slot) = match permit {
-            Some(p) => (app.clone(), cfg.header_timeout, true, p, ip_slot),
+            Some(p) => (
+                tower::util::Either::Left(app.clone()),
+                cfg.header_timeout,
+                true,
+                p,
+                ip_slot,
+            ),
             None => match (
                 overflow_per_ip.try_take(peer.ip(), OVERFLOW_SLOTS_PER_IP),
                 overflow.clone().try_acquire_owned(),
@@ -204,7 +215,7 @@ pub async fn serve(
                 (Some(slot), Ok(p)) => {
                     tracing::debug!(peer = %peer.ip(), "connection over the caps: /healthz only");
                     (
-                        refused.clone(),
+                        tower::util::Either::Right(refused.clone()),
                         cfg.header_timeout.min(OVERFLOW_HEADER_TIMEOUT),
                         false,
                         p,

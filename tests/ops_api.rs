@@ -518,6 +518,63 @@ async fn every_route_but_healthz_requires_the_bearer_token() {
     check_auth(&p, TOKEN).await;
 }
 
+/// `POST /v1/events` is served outside axum's router (`src/api/service.rs`); every neighbour of
+/// that exact method and path must still answer as the router does.
+#[tokio::test]
+async fn ingest_served_beside_the_router_answers_like_the_router() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start().await;
+    let port = free_port();
+    let server = format!("auth_token = \"{TOKEN}\"");
+    let rest = errors_alert("a", &rx.url("/a"), "");
+    write_config(dir.path(), &config(dir.path(), port, &server, &rest), 0o600);
+    let p = Proc::start(dir.path(), port, &[], Some(TOKEN)).await;
+    let client = reqwest::Client::new();
+    let event = json!({"kind": "trace", "project": "p1", "error_info": {}}).to_string();
+    let send = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut r = client
+            .request(method, format!("{}{path}", p.base))
+            .header("content-type", "application/json")
+            .body(event.clone());
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    use reqwest::Method;
+    for (method, path, token, want) in [
+        (Method::POST, "/v1/events", Some(TOKEN), 202),
+        (Method::POST, "/v1/events?source=x", Some(TOKEN), 202),
+        (Method::POST, "/v1/events", None, 401),
+        (Method::POST, "/v1/events", Some("wrong"), 401),
+        (Method::GET, "/v1/events", Some(TOKEN), 405),
+        (Method::PUT, "/v1/events", Some(TOKEN), 405),
+        (Method::POST, "/v1/events/", Some(TOKEN), 404),
+        (Method::POST, "/V1/EVENTS", Some(TOKEN), 404),
+        (Method::POST, "/v1/eventsx", Some(TOKEN), 404),
+    ] {
+        let r = send(method.clone(), path, token).await.unwrap();
+        assert_eq!(r.status().as_u16(), want, "{method} {path} token {token:?}");
+        if want != 405 {
+            let body: Value = r.json().await.expect("a JSON answer");
+            let ok = if want == 202 {
+                body["accepted"] == 1
+            } else {
+                body["error"].is_string()
+            };
+            assert!(ok, "{method} {path}: {body}");
+        }
+    }
+    // Exactly the two accepted events were stored.
+    let m = metrics(&p).await;
+    let accepted: f64 = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("alertd_events_total{") && k.contains("accepted"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(accepted, 2.0, "{m:?}");
+}
+
 #[tokio::test]
 async fn auth_token_file_is_enforced_like_an_inline_token() {
     let dir = tempfile::tempdir().unwrap();

@@ -13,11 +13,13 @@ pub(crate) mod events;
 mod health;
 mod quarantine;
 mod reload;
+mod service;
 pub(crate) mod silences;
 
 pub use crate::redact::{config_secrets, file_secrets, file_secrets_keys, mask_url, redact};
 pub use crate::reload::{reload, ReloadError};
 pub use deliveries::delivery_json;
+pub use service::Api;
 
 use crate::config::{Config, LiveConfig};
 use crate::journal::JournalMsg;
