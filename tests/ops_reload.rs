@@ -199,6 +199,45 @@ async fn saving_the_config_file_reloads_it() {
     assert!(d.logs().contains("config file changed"), "{}", d.logs());
 }
 
+/// Saved in place (`cat > alertd.toml`, or an editor that overwrites the file): the watch sees
+/// the file closed after writing, not each write, so a file half written is not what it reads.
+/// Meanwhile the store, in the same directory, writes on every commit without causing a reload.
+#[tokio::test]
+async fn saving_the_config_file_in_place_reloads_it_and_store_writes_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let rx = Receiver::start().await;
+    let first = format!("{ENGINE}{}", errors_alert("a", &rx.url("/a"), 100));
+    let d = Daemon::start(dir.path(), &first).await;
+    for _ in 0..20 {
+        d.send(&[error_trace("p1")]).await;
+    }
+    tokio::time::sleep(A_FEW_TICKS).await;
+    assert!(!d.logs().contains("config file changed"), "{}", d.logs());
+    {
+        use std::io::Write;
+        let text = config_text(
+            d.port,
+            &d.dir,
+            &format!("{first}{}", errors_alert("b", &rx.url("/b"), 0)),
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(d.dir.join("alertd.toml"))
+            .unwrap();
+        let (head, tail) = text.as_bytes().split_at(text.len() / 2);
+        f.write_all(head).unwrap();
+        f.sync_all().unwrap();
+        // Half a file for longer than the debounce: nothing may be read yet.
+        std::thread::sleep(Duration::from_millis(800));
+        assert!(!d.logs().contains("config file changed"), "{}", d.logs());
+        f.write_all(tail).unwrap();
+    }
+    wait_for_alerts(&d, &["a", "b"], Duration::from_secs(10)).await;
+    assert!(d.logs().contains("config file changed"), "{}", d.logs());
+    assert!(!d.logs().contains("config reload rejected"), "{}", d.logs());
+}
+
 /// An alert whose trigger 1 has an operator the contract does not know.
 const BAD_ALERT: &str = "[[alert]]\nid = \"bad\"\nurl = \"http://127.0.0.1:9/x\"\n\
     [[alert.trigger]]\nevent = \"trace:feedback_score\"\nscore = \"s\"\noperator = \"=\"\n\
