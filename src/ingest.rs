@@ -76,7 +76,13 @@ pub fn split_ndjson_bounded(
     max_lines: usize,
 ) -> Result<Vec<&[u8]>, Rejection> {
     let mut lines = Vec::new();
-    for (n, line) in body.split(|&b| b == b'\n').enumerate() {
+    // `memchr` finds the newlines a vector at a time: splitting byte by byte was 6 % of
+    // alertd's CPU under batched ingest (`bench/profile.sh batch`).
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    for (n, end) in ends.enumerate() {
+        let line = &body[start..end];
+        start = end + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.len() > max_line {
             return Err(Rejection {
@@ -110,27 +116,31 @@ pub fn parse_body(
     now_ms: i64,
     limits: Limits,
 ) -> Result<Vec<NewEvent>, Rejection> {
-    let values: Vec<Result<&RawValue, String>> = if ndjson {
-        split_ndjson_bounded(body, limits.max_line, limits.max_events)?
-            .into_iter()
-            .map(|l| rawjson::one(l).map_err(|e| format!("invalid JSON: {e}")))
-            .collect()
-    } else {
-        match rawjson::split_top(body, limits.max_events) {
-            Ok(v) => v.into_iter().map(Ok).collect(),
-            Err(SplitError::TooMany) => return Err(too_many(limits.max_events)),
-            Err(SplitError::Invalid(e)) => return Err(Rejection::bad(format!(
-                "body is not valid JSON ({e}); send an object, an array of objects, or NDJSON with Content-Type: application/x-ndjson"
-            ))),
-        }
+    if ndjson {
+        let lines = split_ndjson_bounded(body, limits.max_line, limits.max_events)?;
+        return all_or_nothing(lines.into_iter().map(|l| parse_line(l, now_ms)));
+    }
+    let values = match rawjson::split_top(body, limits.max_events) {
+        Ok(v) => v,
+        Err(SplitError::TooMany) => return Err(too_many(limits.max_events)),
+        Err(SplitError::Invalid(e)) => return Err(Rejection::bad(format!(
+            "body is not valid JSON ({e}); send an object, an array of objects, or NDJSON with Content-Type: application/x-ndjson"
+        ))),
     };
-    if values.is_empty() {
+    all_or_nothing(values.into_iter().map(|v| parse_raw_event(v, now_ms)))
+}
+
+/// The events of a batch, or every reason some of them are invalid (by index).
+fn all_or_nothing(
+    parsed: impl ExactSizeIterator<Item = Result<NewEvent, String>>,
+) -> Result<Vec<NewEvent>, Rejection> {
+    if parsed.len() == 0 {
         return Err(Rejection::bad("the batch holds no events"));
     }
-    let mut events = Vec::with_capacity(values.len());
+    let mut events = Vec::with_capacity(parsed.len());
     let mut details = Vec::new();
-    for (index, v) in values.into_iter().enumerate() {
-        match v.and_then(|v| parse_raw_event(v, now_ms)) {
+    for (index, v) in parsed.enumerate() {
+        match v {
             Ok(e) => events.push(e),
             Err(error) => details.push(Detail { index, error }),
         }
@@ -378,7 +388,22 @@ pub fn parse_raw_event(v: &RawValue, now_ms: i64) -> Result<NewEvent, String> {
             rawjson::kind(v).name()
         ));
     }
-    let m = Fields(rawjson::fields(v, FIELDS)?);
+    event_from_fields(Fields(rawjson::fields(v, FIELDS)?), now_ms)
+}
+
+/// Validates one event given as an NDJSON line, reading the line once when it is an object
+/// ([`rawjson::line_fields`]); the same answers as [`rawjson::one`] then [`parse_raw_event`].
+pub fn parse_line(line: &[u8], now_ms: i64) -> Result<NewEvent, String> {
+    match rawjson::line_fields(line, FIELDS) {
+        Some(fields) => event_from_fields(Fields(fields), now_ms),
+        None => rawjson::one(line)
+            .map_err(|e| format!("invalid JSON: {e}"))
+            .and_then(|v| parse_raw_event(v, now_ms)),
+    }
+}
+
+/// The event the fields of one object make.
+fn event_from_fields(m: Fields<'_>, now_ms: i64) -> Result<NewEvent, String> {
     let kind = m.req_str("kind")?;
     let workspace = m.opt_str("workspace")?.unwrap_or_else(|| "default".into());
     if workspace.is_empty() {

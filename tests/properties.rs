@@ -331,3 +331,62 @@ proptest! {
         prop_assert!(r.details.is_empty());
     }
 }
+
+/// One NDJSON line near a valid event: the event itself, or it cut short, with a byte
+/// inserted or replaced (invalid UTF-8 included), trailing text, surrounding whitespace, a
+/// skipped field holding a bad byte, a duplicated key, or a JSON value that is not an object.
+fn line_near_an_event() -> impl Strategy<Value = Vec<u8>> {
+    let event = prop_oneof![valid_event().prop_map(|(v, _)| v), invalid_event(),]
+        .prop_map(|v| v.to_string().into_bytes());
+    (
+        event,
+        0usize..9,
+        any::<proptest::sample::Index>(),
+        any::<u8>(),
+    )
+        .prop_map(|(mut l, how, at, byte)| {
+            let i = at.index(l.len() + 1);
+            match how {
+                0 => {}
+                1 => l.truncate(i),
+                2 => l.insert(i, byte),
+                3 if i < l.len() => l[i] = byte,
+                4 => l.extend_from_slice(b" x"),
+                5 => {
+                    l.splice(0..0, *b" \t");
+                    l.extend_from_slice(b"  ");
+                }
+                6 if l.first() == Some(&b'{') => {
+                    l.splice(1..1, *b"\"skipped\": \"\xff\", ");
+                }
+                7 if l.first() == Some(&b'{') => {
+                    l.splice(1..1, *b"\"kind\": \"prompt_created\", ");
+                }
+                _ => l = format!("[{}]", String::from_utf8_lossy(&l)).into_bytes(),
+            }
+            l
+        })
+}
+
+/// The event with its random server id cleared, for comparison.
+fn without_id(r: Result<alertd::store::NewEvent, String>) -> Result<String, String> {
+    r.map(|mut e| {
+        e.event.id.clear();
+        format!("{e:?}")
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// An NDJSON line read in one pass (`parse_line`) gives what reading it whole and then its
+    /// fields gave: the same event, or the same error message.
+    #[test]
+    fn a_line_read_in_one_pass_answers_as_read_twice(line in line_near_an_event()) {
+        let once = alertd::ingest::parse_line(&line, NOW_MS);
+        let twice = alertd::rawjson::one(&line)
+            .map_err(|e| format!("invalid JSON: {e}"))
+            .and_then(|v| alertd::ingest::parse_raw_event(v, NOW_MS));
+        prop_assert_eq!(without_id(once), without_id(twice), "{}", String::from_utf8_lossy(&line));
+    }
+}
