@@ -506,15 +506,21 @@ async fn check_auth(p: &Proc, token: &str) {
     assert_eq!(r.status().as_u16(), 200, "healthz needs no token");
 }
 
-#[tokio::test]
-async fn every_route_but_healthz_requires_the_bearer_token() {
-    let dir = tempfile::tempdir().unwrap();
+/// A daemon with the bearer token [`TOKEN`] and one alert, `a`; keep the receiver and the
+/// directory while it runs.
+async fn start_with_token(dir: &Path) -> (Proc, Receiver) {
     let rx = Receiver::start().await;
     let port = free_port();
     let server = format!("auth_token = \"{TOKEN}\"");
     let rest = errors_alert("a", &rx.url("/a"), "");
-    write_config(dir.path(), &config(dir.path(), port, &server, &rest), 0o600);
-    let p = Proc::start(dir.path(), port, &[], Some(TOKEN)).await;
+    write_config(dir, &config(dir, port, &server, &rest), 0o600);
+    (Proc::start(dir, port, &[], Some(TOKEN)).await, rx)
+}
+
+#[tokio::test]
+async fn every_route_but_healthz_requires_the_bearer_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let (p, _rx) = start_with_token(dir.path()).await;
     check_auth(&p, TOKEN).await;
 }
 
@@ -523,12 +529,7 @@ async fn every_route_but_healthz_requires_the_bearer_token() {
 #[tokio::test]
 async fn ingest_served_beside_the_router_answers_like_the_router() {
     let dir = tempfile::tempdir().unwrap();
-    let rx = Receiver::start().await;
-    let port = free_port();
-    let server = format!("auth_token = \"{TOKEN}\"");
-    let rest = errors_alert("a", &rx.url("/a"), "");
-    write_config(dir.path(), &config(dir.path(), port, &server, &rest), 0o600);
-    let p = Proc::start(dir.path(), port, &[], Some(TOKEN)).await;
+    let (p, _rx) = start_with_token(dir.path()).await;
     let client = reqwest::Client::new();
     let event = json!({"kind": "trace", "project": "p1", "error_info": {}}).to_string();
     let send = |method: reqwest::Method, path: &str, token: Option<&str>| {
