@@ -402,6 +402,16 @@ pub fn parse_line(line: &[u8], now_ms: i64) -> Result<NewEvent, String> {
     }
 }
 
+/// A valid event on one NDJSON line and whether it carries its own (non-null) `timestamp`,
+/// read in one pass; `None` when the line is anything else (not one object, or an invalid
+/// event), so a caller that must word errors its own way reads the line again on its own path.
+/// The log source dates undated events at publication, so it needs to know which had a date.
+pub fn parse_dated_line(line: &[u8], now_ms: i64) -> Option<(NewEvent, bool)> {
+    let fields = Fields(rawjson::line_fields(line, FIELDS)?);
+    let dated = fields.get("timestamp").is_some();
+    event_from_fields(fields, now_ms).ok().map(|e| (e, dated))
+}
+
 /// The event the fields of one object make.
 fn event_from_fields(m: Fields<'_>, now_ms: i64) -> Result<NewEvent, String> {
     let kind = m.req_str("kind")?;

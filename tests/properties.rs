@@ -390,3 +390,49 @@ proptest! {
         prop_assert_eq!(without_id(once), without_id(twice), "{}", String::from_utf8_lossy(&line));
     }
 }
+
+/// A log-source message near a valid NDJSON batch: mostly valid events (some with a null
+/// `timestamp`, which counts as undated), now and then a line from [`line_near_an_event`],
+/// separated by LF, CRLF or blank lines.
+fn message_near_ndjson() -> impl Strategy<Value = Vec<u8>> {
+    let line = prop_oneof![
+        6 => valid_event().prop_map(|(v, _)| v.to_string().into_bytes()),
+        1 => valid_event().prop_map(|(mut v, _)| {
+            v["timestamp"] = Value::Null;
+            v.to_string().into_bytes()
+        }),
+        1 => line_near_an_event(),
+    ];
+    proptest::collection::vec((line, 0usize..3), 1..8).prop_map(|lines| {
+        let mut body = Vec::new();
+        for (l, sep) in lines {
+            body.extend_from_slice(&l);
+            body.extend_from_slice([&b"\n"[..], b"\r\n", b"\n \t\n"][sep]);
+        }
+        body
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A log message decoded with each line read once gives what reading it whole gave: the
+    /// same events (dated at publication when they carry no date), or the same error.
+    #[test]
+    fn a_message_read_in_one_pass_answers_as_read_whole(
+        message in message_near_ndjson(),
+        max_events in 1usize..10,
+    ) {
+        use alertd::source::message::{decode, decode_whole};
+        let limits = Limits { max_events, max_line: 64 * 1024 };
+        let published = NOW_MS - 60_000;
+        let ids = |r: Result<Vec<alertd::store::NewEvent>, String>| {
+            r.map(|es| es.into_iter().map(|e| without_id(Ok(e)).unwrap()).collect::<Vec<_>>())
+        };
+        prop_assert_eq!(
+            ids(decode(&message, published, NOW_MS, limits)),
+            ids(decode_whole(&message, published, NOW_MS, limits)),
+            "{}", String::from_utf8_lossy(&message)
+        );
+    }
+}
