@@ -10,6 +10,7 @@ use crate::store::{ClientId, NewEvent};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -215,8 +216,9 @@ const FIELDS: &[&str] = &[
     "experiments",
 ];
 
-/// The position of `key` in [`FIELDS`] (a `match` rather than a search: it runs ten times per
-/// event).
+/// The position of `key` in [`FIELDS`]; with a literal key, inlined into [`Fields::get`], the
+/// compiler resolves it.
+#[inline(always)]
 fn field_index(key: &str) -> usize {
     match key {
         "kind" => 0,
@@ -260,73 +262,106 @@ pub fn new_event_id(now_ms: i64) -> String {
 struct Fields<'a>(Vec<Option<&'a RawValue>>);
 
 impl<'a> Fields<'a> {
-    /// The value of `key`; JSON `null` counts as absent.
+    /// The value of `key`; JSON `null` counts as absent. Inlined, as is [`field_index`], so a
+    /// literal key's index is found at compile time: a run-time `match` on the key was 3.8 % of
+    /// parsing.
+    #[inline(always)]
     fn get(&self, key: &str) -> Option<&'a RawValue> {
         self.0[field_index(key)].filter(|v| rawjson::kind(v) != Kind::Null)
     }
 
+    #[inline(always)]
     fn opt_str(&self, key: &str) -> Result<Option<String>, String> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) if rawjson::kind(v) == Kind::String => {
-                // The body was validated as JSON: a string without escapes is its own text.
-                let text = v.get().trim();
-                let s: String = match text.get(1..text.len() - 1) {
-                    Some(inner) if !inner.contains('\\') => inner.to_owned(),
-                    _ => serde_json::from_str(text)
-                        .map_err(|e| format!("{key} is not a valid string: {e}"))?,
-                };
-                if s.len() > MAX_FIELD_BYTES {
-                    return Err(format!(
-                        "{key} is {} bytes; the limit is {MAX_FIELD_BYTES}",
-                        s.len()
-                    ));
-                }
-                Ok(Some(s))
-            }
-            Some(v) => Err(format!(
-                "{key} must be a string, got {}",
-                rawjson::kind(v).name()
-            )),
-        }
+        Ok(text(key, self.get(key))?.map(Cow::into_owned))
     }
 
-    fn req_str(&self, key: &str) -> Result<String, String> {
-        match self.opt_str(key)? {
+    /// A string field that is only compared (`kind`, `entity_type`, `result`): borrowed from
+    /// the body unless it holds escapes.
+    #[inline(always)]
+    fn req_text(&self, key: &str) -> Result<Cow<'a, str>, String> {
+        match text(key, self.get(key))? {
             Some(s) if !s.is_empty() => Ok(s),
             _ => Err(format!("{key} is required")),
         }
     }
 
+    #[inline(always)]
+    fn req_str(&self, key: &str) -> Result<String, String> {
+        self.req_text(key).map(Cow::into_owned)
+    }
+
+    #[inline(always)]
     fn opt_num(&self, key: &str, non_negative: bool) -> Result<Option<f64>, String> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) if rawjson::kind(v) == Kind::Number => {
-                let f = serde_json::from_str::<f64>(v.get())
-                    .ok()
-                    .filter(|f| f.is_finite())
-                    .ok_or_else(|| format!("{key} must be a finite number"))?;
-                if non_negative && f < 0.0 {
-                    return Err(format!("{key} must not be negative, got {f}"));
-                }
-                Ok(Some(f))
-            }
-            Some(v) => Err(format!(
-                "{key} must be a number, got {}",
-                rawjson::kind(v).name()
-            )),
-        }
+        number(key, self.get(key), non_negative)
     }
 
+    #[inline(always)]
     fn opt_time(&self, key: &str) -> Result<Option<i64>, String> {
-        match self.opt_str(key)? {
-            None => Ok(None),
-            Some(s) => OffsetDateTime::parse(&s, &Rfc3339)
-                .map(|t| Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
-                .map_err(|e| format!("{key} must be an RFC 3339 timestamp, got {s:?} ({e})")),
-        }
+        time(key, self.get(key))
     }
+}
 
+/// The text of string field `key` (value `v`), borrowed unless it holds escapes.
+fn text<'a>(key: &str, v: Option<&'a RawValue>) -> Result<Option<Cow<'a, str>>, String> {
+    match v {
+        None => Ok(None),
+        Some(v) if rawjson::kind(v) == Kind::String => {
+            // The body was validated as JSON: a string without escapes is its own text.
+            let text = v.get();
+            let s: Cow<'a, str> = match text.get(1..text.len() - 1) {
+                Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
+                _ => Cow::Owned(
+                    serde_json::from_str(text)
+                        .map_err(|e| format!("{key} is not a valid string: {e}"))?,
+                ),
+            };
+            if s.len() > MAX_FIELD_BYTES {
+                return Err(format!(
+                    "{key} is {} bytes; the limit is {MAX_FIELD_BYTES}",
+                    s.len()
+                ));
+            }
+            Ok(Some(s))
+        }
+        Some(v) => Err(format!(
+            "{key} must be a string, got {}",
+            rawjson::kind(v).name()
+        )),
+    }
+}
+
+/// The number of field `key` (value `v`), finite and, when asked, not negative.
+fn number(key: &str, v: Option<&RawValue>, non_negative: bool) -> Result<Option<f64>, String> {
+    match v {
+        None => Ok(None),
+        Some(v) if rawjson::kind(v) == Kind::Number => {
+            let f = serde_json::from_str::<f64>(v.get())
+                .ok()
+                .filter(|f| f.is_finite())
+                .ok_or_else(|| format!("{key} must be a finite number"))?;
+            if non_negative && f < 0.0 {
+                return Err(format!("{key} must not be negative, got {f}"));
+            }
+            Ok(Some(f))
+        }
+        Some(v) => Err(format!(
+            "{key} must be a number, got {}",
+            rawjson::kind(v).name()
+        )),
+    }
+}
+
+/// The time of RFC 3339 field `key` (value `v`), in Unix milliseconds.
+fn time(key: &str, v: Option<&RawValue>) -> Result<Option<i64>, String> {
+    match text(key, v)? {
+        None => Ok(None),
+        Some(s) => OffsetDateTime::parse(&s, &Rfc3339)
+            .map(|t| Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
+            .map_err(|e| format!("{key} must be an RFC 3339 timestamp, got {s:?} ({e})")),
+    }
+}
+
+impl Fields<'_> {
     /// An object with an `id` (string or number), as minified JSON text.
     fn req_object(&self, key: &str) -> Result<String, String> {
         match self.get(key) {
@@ -414,7 +449,7 @@ pub fn parse_dated_line(line: &[u8], now_ms: i64) -> Option<(NewEvent, bool)> {
 
 /// The event the fields of one object make.
 fn event_from_fields(m: Fields<'_>, now_ms: i64) -> Result<NewEvent, String> {
-    let kind = m.req_str("kind")?;
+    let kind = m.req_text("kind")?;
     let workspace = m.opt_str("workspace")?.unwrap_or_else(|| "default".into());
     if workspace.is_empty() {
         return Err("workspace must not be empty".into());
@@ -434,7 +469,7 @@ fn event_from_fields(m: Fields<'_>, now_ms: i64) -> Result<NewEvent, String> {
         }
     }
     let user = m.opt_str("user")?.unwrap_or_else(|| "system".into());
-    let body = match kind.as_str() {
+    let body = match kind.as_ref() {
         "trace" => {
             let mut duration_s = m.opt_num("duration_ms", true)?.map(|ms| ms / 1000.0);
             if duration_s.is_none() {
@@ -462,7 +497,7 @@ fn event_from_fields(m: Fields<'_>, now_ms: i64) -> Result<NewEvent, String> {
             }
         }
         "feedback_score" => {
-            let entity = match m.req_str("entity_type")?.as_str() {
+            let entity = match m.req_text("entity_type")?.as_ref() {
                 "trace" => ScoreEntity::Trace,
                 "thread" => ScoreEntity::Thread,
                 other => {
@@ -480,7 +515,7 @@ fn event_from_fields(m: Fields<'_>, now_ms: i64) -> Result<NewEvent, String> {
         }
         "guardrail" => {
             let name = m.req_str("name")?;
-            let failed = match m.req_str("result")?.as_str() {
+            let failed = match m.req_text("result")?.as_ref() {
                 "passed" => false,
                 "failed" => true,
                 other => {

@@ -39,9 +39,12 @@ impl Kind {
     }
 }
 
-/// The type of a (valid, whitespace-trimmed) raw value.
+/// The type of a valid raw value. Its first byte tells: serde_json's `RawValue` never holds
+/// the whitespace around a value, whether read from a document or made by
+/// `RawValue::from_string` (`raw_values_hold_no_surrounding_whitespace` pins this), and this
+/// runs several times per event field.
 pub fn kind(raw: &RawValue) -> Kind {
-    match raw.get().trim_start().as_bytes().first() {
+    match raw.get().as_bytes().first() {
         Some(b'n') => Kind::Null,
         Some(b't') | Some(b'f') => Kind::Bool,
         Some(b'"') => Kind::String,
@@ -351,6 +354,26 @@ impl<'de> Visitor<'de> for Elements {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`kind`] reads a raw value's first byte: every way this crate gets a `RawValue` must
+    /// leave out the whitespace around it.
+    #[test]
+    fn raw_values_hold_no_surrounding_whitespace() {
+        let spaced = " \t\r\n {\"a\" : \t \"x\" \n, \"b\":\n[ 1 ] , \"c\":  null  }\n ";
+        let whole = one(spaced.as_bytes()).unwrap();
+        assert!(whole.get().starts_with('{') && whole.get().ends_with('}'));
+        let f = fields(whole, &["a", "b", "c"]).unwrap();
+        let got: Vec<&str> = f.iter().map(|v| v.unwrap().get()).collect();
+        assert_eq!(got, ["\"x\"", "[ 1 ]", "null"]);
+        let line = line_fields(spaced.trim().as_bytes(), &["a", "b", "c"]).unwrap();
+        assert_eq!(line.iter().map(|v| v.unwrap().get()).collect::<Vec<_>>(), got);
+        let items = split_top(b" [ \n 7 , \"s\"\t, {} ] ", 10).unwrap();
+        assert_eq!(items.iter().map(|v| v.get()).collect::<Vec<_>>(), ["7", "\"s\"", "{}"]);
+        let owned = RawValue::from_string("  \n[1]\t ".to_string()).unwrap();
+        assert_eq!(owned.get(), "[1]");
+        let kinds: Vec<Kind> = f.iter().map(|v| kind(v.unwrap())).collect();
+        assert_eq!(kinds, [Kind::String, Kind::Array, Kind::Null]);
+    }
 
     #[test]
     fn split_stops_at_the_limit_and_keeps_elements_borrowed() {
