@@ -366,9 +366,15 @@ mod tests {
         let got: Vec<&str> = f.iter().map(|v| v.unwrap().get()).collect();
         assert_eq!(got, ["\"x\"", "[ 1 ]", "null"]);
         let line = line_fields(spaced.trim().as_bytes(), &["a", "b", "c"]).unwrap();
-        assert_eq!(line.iter().map(|v| v.unwrap().get()).collect::<Vec<_>>(), got);
+        assert_eq!(
+            line.iter().map(|v| v.unwrap().get()).collect::<Vec<_>>(),
+            got
+        );
         let items = split_top(b" [ \n 7 , \"s\"\t, {} ] ", 10).unwrap();
-        assert_eq!(items.iter().map(|v| v.get()).collect::<Vec<_>>(), ["7", "\"s\"", "{}"]);
+        assert_eq!(
+            items.iter().map(|v| v.get()).collect::<Vec<_>>(),
+            ["7", "\"s\"", "{}"]
+        );
         let owned = RawValue::from_string("  \n[1]\t ".to_string()).unwrap();
         assert_eq!(owned.get(), "[1]");
         let kinds: Vec<Kind> = f.iter().map(|v| kind(v.unwrap())).collect();
