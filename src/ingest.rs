@@ -299,6 +299,40 @@ impl<'a> Fields<'a> {
     fn opt_time(&self, key: &str) -> Result<Option<i64>, String> {
         time(key, self.get(key))
     }
+
+    /// An object with an `id` (string or number), as minified JSON text.
+    fn req_object(&self, key: &str) -> Result<String, String> {
+        match self.get(key) {
+            Some(v) if rawjson::kind(v) == Kind::Object => {
+                let id = rawjson::fields(v, &["id"])?[0].map(rawjson::kind);
+                if !matches!(id, Some(Kind::String | Kind::Number)) {
+                    return Err(format!("{key}.id is required (string)"));
+                }
+                Ok(rawjson::minify(v.get()))
+            }
+            None => Err(format!("{key} is required (an object)")),
+            Some(v) => Err(format!(
+                "{key} must be an object, got {}",
+                rawjson::kind(v).name()
+            )),
+        }
+    }
+
+    /// A non-empty array of objects, as minified JSON text.
+    fn req_object_array(&self, key: &str) -> Result<String, String> {
+        match self.get(key) {
+            Some(v) if rawjson::kind(v) == Kind::Array => match rawjson::objects_in(v) {
+                Ok(_) => Ok(rawjson::minify(v.get())),
+                Err(None) => Err(format!("{key} must not be empty")),
+                Err(Some(i)) => Err(format!("{key}[{i}] must be an object")),
+            },
+            None => Err(format!("{key} is required (an array of objects)")),
+            Some(v) => Err(format!(
+                "{key} must be an array, got {}",
+                rawjson::kind(v).name()
+            )),
+        }
+    }
 }
 
 /// The text of string field `key` (value `v`), borrowed unless it holds escapes.
@@ -358,42 +392,6 @@ fn time(key: &str, v: Option<&RawValue>) -> Result<Option<i64>, String> {
         Some(s) => OffsetDateTime::parse(&s, &Rfc3339)
             .map(|t| Some((t.unix_timestamp_nanos() / 1_000_000) as i64))
             .map_err(|e| format!("{key} must be an RFC 3339 timestamp, got {s:?} ({e})")),
-    }
-}
-
-impl Fields<'_> {
-    /// An object with an `id` (string or number), as minified JSON text.
-    fn req_object(&self, key: &str) -> Result<String, String> {
-        match self.get(key) {
-            Some(v) if rawjson::kind(v) == Kind::Object => {
-                let id = rawjson::fields(v, &["id"])?[0].map(rawjson::kind);
-                if !matches!(id, Some(Kind::String | Kind::Number)) {
-                    return Err(format!("{key}.id is required (string)"));
-                }
-                Ok(rawjson::minify(v.get()))
-            }
-            None => Err(format!("{key} is required (an object)")),
-            Some(v) => Err(format!(
-                "{key} must be an object, got {}",
-                rawjson::kind(v).name()
-            )),
-        }
-    }
-
-    /// A non-empty array of objects, as minified JSON text.
-    fn req_object_array(&self, key: &str) -> Result<String, String> {
-        match self.get(key) {
-            Some(v) if rawjson::kind(v) == Kind::Array => match rawjson::objects_in(v) {
-                Ok(_) => Ok(rawjson::minify(v.get())),
-                Err(None) => Err(format!("{key} must not be empty")),
-                Err(Some(i)) => Err(format!("{key}[{i}] must be an object")),
-            },
-            None => Err(format!("{key} is required (an array of objects)")),
-            Some(v) => Err(format!(
-                "{key} must be an array, got {}",
-                rawjson::kind(v).name()
-            )),
-        }
     }
 }
 

@@ -5,8 +5,8 @@
 //! terminated, never half-applied). Events are read with the HTTP path's typed parser
 //! ([`crate::ingest::parse_dated_line`], [`crate::ingest::parse_raw_event`] over
 //! [`crate::rawjson`]): fields are picked out of the message bytes, never built as a JSON tree,
-//! and an NDJSON line of a valid message is read once. Pure functions, so the rules are tested without a
-//! server.
+//! and an NDJSON line of a valid message is read once. Pure functions, so the rules are tested
+//! without a server.
 //!
 //! De-duplication is per message, not per event: the message is the unit JetStream redelivers,
 //! and its events are committed together ([`crate::store::Store::append_keyed`]), so one id
