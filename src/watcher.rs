@@ -12,11 +12,11 @@
 //! `bench/profile.sh single`). `notify` 8 always asks for all of them, so Linux uses the
 //! `inotify` crate `notify` itself builds on; other systems keep `notify`.
 //!
-//! Only Linux waits for a file written in place to be closed: kqueue and FSEvents, behind
-//! `notify` elsewhere, report writes, not closes, so there a file saved in place can be read
-//! half written (and rejected, or applied until the rest arrives); save by rename there. The
-//! other branch is built and tested on Linux by forcing its `cfg`: it passes `tests/ops_reload.rs`
-//! except `saving_the_config_file_in_place_reloads_it_and_store_writes_do_not`, for that reason.
+//! Only Linux waits for a file written in place to be closed. The `notify` branch reacts to
+//! every change it reports, writes included, so there a file saved in place can be read half
+//! written (and rejected, or applied until the rest arrives); save by rename there. That branch
+//! is built and tested on Linux by forcing its `cfg`: it passes `tests/ops_reload.rs` except
+//! `saving_the_config_file_in_place_reloads_it_and_store_writes_do_not`, for that reason.
 
 use crate::api::{self, AppState};
 use std::ffi::OsString;
