@@ -250,9 +250,12 @@ fn field_index(key: &str) -> usize {
 
 /// A new server-side event id: a UUIDv7 of the receive time with random low bits. Cheaper than
 /// `Uuid::now_v7` (no shared context, no clock read per event); ids need be unique and roughly
-/// time-ordered, not strictly monotonic.
+/// time-ordered, not strictly monotonic. The bytes are filled from the thread's generator in one
+/// call: `rand::random::<[u8; 10]>()` draws a whole `u32` for each byte.
 pub fn new_event_id(now_ms: i64) -> String {
-    let random: [u8; 10] = rand::random();
+    use rand::RngCore;
+    let mut random = [0u8; 10];
+    rand::rng().fill_bytes(&mut random);
     let id = uuid::Builder::from_unix_timestamp_millis(now_ms.max(0) as u64, &random).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     id.hyphenated().encode_lower(&mut buf).to_owned()
