@@ -17,13 +17,13 @@ use crate::event::{Event, EventType, Point};
 use crate::store::Store;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The maps an event is looked up in, several times per event: SipHash, std's default, was
 /// 5.2 % of alertd's CPU under batched ingest (`bench/profile.sh batch`). `foldhash` is
 /// hashbrown's own default, still seeded per process; the maps' keys come from the config, and
 /// events only look them up, so no sender can fill them with colliding keys.
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-use std::sync::Arc;
 
 /// Events with their inbox sequence numbers.
 pub type Routed = Vec<(u64, Arc<Event>)>;
