@@ -392,7 +392,7 @@ proptest! {
 }
 
 /// A log-source message near a valid NDJSON batch: mostly valid events (some with a null
-/// `timestamp`, which counts as undated), now and then a line from [`line_near_an_event`],
+/// `timestamp`, which counts as undated, some with the key spelled with an escape), now and then a line from [`line_near_an_event`],
 /// separated by LF, CRLF or blank lines.
 fn message_near_ndjson() -> impl Strategy<Value = Vec<u8>> {
     let line = prop_oneof![
@@ -400,6 +400,10 @@ fn message_near_ndjson() -> impl Strategy<Value = Vec<u8>> {
         1 => valid_event().prop_map(|(mut v, _)| {
             v["timestamp"] = Value::Null;
             v.to_string().into_bytes()
+        }),
+        1 => valid_event().prop_map(|(v, _)| {
+            // The same key, spelled with a JSON escape: still the event's date.
+            v.to_string().replace("\"timestamp\":", "\"time\\u0073tamp\":").into_bytes()
         }),
         1 => line_near_an_event(),
     ];

@@ -115,9 +115,11 @@ pub fn decode_whole(
 }
 
 /// Whether a valid event object has a non-null top-level `timestamp`. Most events have none
-/// anywhere in their text, which a substring search tells without parsing again.
+/// anywhere in their text, which a substring search tells without parsing again; a text with
+/// an escape may spell the key `"time\u0073tamp"`, which is the same key, so it is read.
 fn dated(v: &RawValue) -> bool {
-    v.get().contains("\"timestamp\"")
+    let text = v.get();
+    (text.contains("\"timestamp\"") || text.contains("\\u"))
         && rawjson::fields(v, &["timestamp"])
             .ok()
             .and_then(|f| f[0])
@@ -229,6 +231,13 @@ mod tests {
             r#"{"kind":"trace","error_info":{"timestamp":"2027-01-15T07:30:00Z"},"trace_id":"timestamp"}"#,
         );
         assert_eq!(e[0].event.timestamp_ms, PUBLISHED);
+        // The key spelled with an escape is the same key, alone (read whole) or in NDJSON.
+        let escaped = r#"{"kind":"trace","time\u0073tamp":"2027-01-15T07:30:00Z"}"#;
+        for payload in [escaped.to_string(), format!("{escaped}\n{escaped}\n")] {
+            for e in ok(&payload) {
+                assert_eq!(e.event.timestamp_ms, time_of("2027-01-15T07:30:00Z"));
+            }
+        }
         // A publication time after alertd's clock (skew) is capped at now.
         let e = decode(br#"{"kind":"trace"}"#, NOW + 5_000, NOW, LIMITS).unwrap();
         assert_eq!(e[0].event.timestamp_ms, NOW);
