@@ -418,13 +418,21 @@ pub fn parse_event(v: Value, now_ms: i64) -> Result<NewEvent, String> {
 
 /// Validates one event read from the body (see [`crate::rawjson`]).
 pub fn parse_raw_event(v: &RawValue, now_ms: i64) -> Result<NewEvent, String> {
+    parse_dated_raw_event(v, now_ms).map(|(e, _)| e)
+}
+
+/// [`parse_raw_event`], and whether the event carries its own (non-null) `timestamp`, from the
+/// same read of its fields: the log source dates undated events at publication.
+pub fn parse_dated_raw_event(v: &RawValue, now_ms: i64) -> Result<(NewEvent, bool), String> {
     if rawjson::kind(v) != Kind::Object {
         return Err(format!(
             "an event must be a JSON object, got {}",
             rawjson::kind(v).name()
         ));
     }
-    event_from_fields(Fields(rawjson::fields(v, FIELDS)?), now_ms)
+    let fields = Fields(rawjson::fields(v, FIELDS)?);
+    let dated = fields.get("timestamp").is_some();
+    event_from_fields(fields, now_ms).map(|e| (e, dated))
 }
 
 /// Validates one event given as an NDJSON line, reading the line once when it is an object

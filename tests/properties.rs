@@ -392,8 +392,8 @@ proptest! {
 }
 
 /// A log-source message near a valid NDJSON batch: mostly valid events (some with a null
-/// `timestamp`, which counts as undated, some with the key spelled with an escape), now and then a line from [`line_near_an_event`],
-/// separated by LF, CRLF or blank lines.
+/// `timestamp`, which counts as undated, some with the key spelled with an escape), now and
+/// then a line from [`line_near_an_event`], separated by LF, CRLF or blank lines.
 fn message_near_ndjson() -> impl Strategy<Value = Vec<u8>> {
     let line = prop_oneof![
         6 => valid_event().prop_map(|(v, _)| v.to_string().into_bytes()),

@@ -3,7 +3,7 @@
 //! A message holds one event object, a JSON array of them, or NDJSON lines, and is all or
 //! nothing like an HTTP batch: one invalid event makes the whole message invalid (it is then
 //! terminated, never half-applied). Events are read with the HTTP path's typed parser
-//! ([`crate::ingest::parse_dated_line`], [`crate::ingest::parse_raw_event`] over
+//! ([`crate::ingest::parse_dated_line`], [`crate::ingest::parse_dated_raw_event`] over
 //! [`crate::rawjson`]): fields are picked out of the message bytes, never built as a JSON tree,
 //! and an NDJSON line of a valid message is read once. Pure functions, so the rules are tested
 //! without a server.
@@ -56,7 +56,7 @@ pub fn decode(
 
 /// The events of an NDJSON message whose every line is a valid event, each line read once
 /// ([`ingest::parse_dated_line`]); `None` for any other message, which [`decode_whole`] then
-/// reads. [`decode_whole`] reads a line three times (whole, for its fields, for its date), and
+/// reads. [`decode_whole`] reads a line twice (whole, then for its fields and date), and
 /// NDJSON of many events is what producers batch into a message; keeping the slow path for
 /// everything else keeps every error message word for word.
 fn valid_ndjson(
@@ -99,31 +99,19 @@ pub fn decode_whole(
     let published_ms = published_ms.min(now_ms);
     let mut events = Vec::with_capacity(values.len());
     for (i, v) in values.into_iter().enumerate() {
-        let mut e = ingest::parse_raw_event(v, now_ms).map_err(|e| {
+        let (mut e, dated) = ingest::parse_dated_raw_event(v, now_ms).map_err(|e| {
             if single {
                 e
             } else {
                 format!("event {}: {e}", i + 1)
             }
         })?;
-        if !dated(v) {
+        if !dated {
             e.event.timestamp_ms = published_ms;
         }
         events.push(e);
     }
     Ok(events)
-}
-
-/// Whether a valid event object has a non-null top-level `timestamp`. Most events have none
-/// anywhere in their text, which a substring search tells without parsing again; a text with
-/// an escape may spell the key `"time\u0073tamp"`, which is the same key, so it is read.
-fn dated(v: &RawValue) -> bool {
-    let text = v.get();
-    (text.contains("\"timestamp\"") || text.contains("\\u"))
-        && rawjson::fields(v, &["timestamp"])
-            .ok()
-            .and_then(|f| f[0])
-            .is_some_and(|t| rawjson::kind(t) != rawjson::Kind::Null)
 }
 
 /// The JSON values of a payload, borrowed from it: one value (object or array) or NDJSON lines.
