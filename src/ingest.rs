@@ -430,9 +430,7 @@ pub fn parse_dated_raw_event(v: &RawValue, now_ms: i64) -> Result<(NewEvent, boo
             rawjson::kind(v).name()
         ));
     }
-    let fields = Fields(rawjson::fields(v, FIELDS)?);
-    let dated = fields.get("timestamp").is_some();
-    event_from_fields(fields, now_ms).map(|e| (e, dated))
+    dated_event_from_fields(Fields(rawjson::fields(v, FIELDS)?), now_ms)
 }
 
 /// Validates one event given as an NDJSON line, reading the line once when it is an object
@@ -451,9 +449,13 @@ pub fn parse_line(line: &[u8], now_ms: i64) -> Result<NewEvent, String> {
 /// event), so a caller that must word errors its own way reads the line again on its own path.
 /// The log source dates undated events at publication, so it needs to know which had a date.
 pub fn parse_dated_line(line: &[u8], now_ms: i64) -> Option<(NewEvent, bool)> {
-    let fields = Fields(rawjson::line_fields(line, FIELDS)?);
-    let dated = fields.get("timestamp").is_some();
-    event_from_fields(fields, now_ms).ok().map(|e| (e, dated))
+    dated_event_from_fields(Fields(rawjson::line_fields(line, FIELDS)?), now_ms).ok()
+}
+
+/// The event the fields make, and whether they held a non-null `timestamp`.
+fn dated_event_from_fields(m: Fields<'_>, now_ms: i64) -> Result<(NewEvent, bool), String> {
+    let dated = m.get("timestamp").is_some();
+    event_from_fields(m, now_ms).map(|e| (e, dated))
 }
 
 /// The event the fields of one object make.
