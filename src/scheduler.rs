@@ -224,9 +224,12 @@ impl SchedulerState {
                 return TickReport::default();
             }
         };
+        let watermarked = started.elapsed();
         // Silences (DESIGN §12): one snapshot for the whole tick.
         let silences = self.store.silences();
         let (replies, missing) = self.gather(now, through, silences.clone(), None).await;
+        let gathered = started.elapsed();
+        let answers = replies.len();
         if missing > 0 {
             tracing::warn!(
                 alerts = missing,
@@ -237,7 +240,20 @@ impl SchedulerState {
         report.late = missing;
         silence::engine::gauge(&silences, now);
         metrics::set_alerts_firing(self.firing.values().sum());
-        metrics::tick_seconds(started.elapsed().as_secs_f64());
+        let took = started.elapsed();
+        metrics::tick_seconds(took.as_secs_f64());
+        // Where a slow tick's time went: waiting for the router to reach the tick (events queued
+        // before it), the alerts' answers (their mailboxes), or the store.
+        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+        tracing::debug!(
+            ms = ms(took),
+            router_ms = ms(watermarked),
+            gather_ms = ms(gathered - watermarked),
+            commit_ms = ms(took - gathered),
+            answers,
+            notifications = report.notifications,
+            "tick"
+        );
         report
     }
 
