@@ -4,7 +4,8 @@
 //! files): remembered client ids in time buckets, per-event inbox rows, and a per-event alert's
 //! open bucket inside its checkpoint. Schema 6: the release's file before the append log.
 //! Schema 7: bucket items stored apart, one row per inbox sequence, and bodies apart from
-//! delivery rows.
+//! delivery rows. Schema 8: client ids under SHA-256 keys. Schema 9: threshold windows stored
+//! dense in checkpoints.
 
 mod common;
 
@@ -704,4 +705,95 @@ fn a_schema_8_file_keeps_its_ids_under_their_old_keys_until_they_expire() {
         .unwrap();
     assert_eq!(out[0].duplicates, 1, "s9-new is; s8-run-000 expired");
     assert_schema_7_history(&store);
+}
+
+/// The schema-9 fixture's firing notification of `errors`, pending (never attempted).
+const S9_FIRING_ID: &str = "0197a000-0000-7000-8000-000000000901";
+
+#[test]
+fn a_schema_9_file_keeps_its_dense_window_firing_delivery_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_named(dir.path(), "store-schema9.redb");
+    assert_eq!(schema_of(&path), 9, "the fixture is a schema-9 file");
+    {
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.last_seq().unwrap(), 312);
+        let mut alerts = store.alerts_with_bucket_items().unwrap();
+        alerts.sort();
+        assert_eq!(
+            alerts,
+            ["guard-fast", "guard-slow"],
+            "schema 7's stored items"
+        );
+        let dead = store.list_deliveries(DeliveryStatus::Dead, 10).unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].id, S7_DEAD_ID);
+        let mut pending: Vec<String> = store
+            .load_outbox()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        pending.sort();
+        assert_eq!(pending, [S7_PENDING_ID, S9_FIRING_ID]);
+        let raw = &store.load_checkpoints().unwrap()["errors"];
+        assert_eq!(
+            raw[1],
+            alertd::alert::STORED_ITEMS_LAYOUT,
+            "read as it was written"
+        );
+        let cp = AlertState::decode_checkpoint("errors", raw).unwrap();
+        assert_eq!(cp.applied_seq, 312);
+        let episode = cp.triggers[0].1.episode.expect("the trigger was firing");
+        assert_eq!(episode.start_ms, T0 + 400_000);
+        let firing: Vec<_> = store
+            .load_outbox()
+            .unwrap()
+            .into_iter()
+            .filter(|d| d.alert_id == "errors")
+            .collect();
+        assert_eq!(firing.len(), 1);
+        assert_eq!(firing[0].id, S9_FIRING_ID);
+        assert_eq!(firing[0].attempts, 0);
+    }
+    assert_eq!(schema_of(&path), alertd::store::SCHEMA_VERSION);
+}
+
+#[tokio::test]
+async fn a_schema_9_alert_resumes_from_its_dense_window_and_is_stored_sparse() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_named(dir.path(), "store-schema9.redb");
+    let old_len = Store::open(&path).unwrap().load_checkpoints().unwrap()["errors"].len();
+    let rx = common::Receiver::start().await;
+    let cfg = format!(
+        "[engine]\ntick = \"200ms\"\n[delivery]\ndead_letter_max_age = \"100000d\"\n[[alert]]\nid = \"errors\"\nname = \"Errors\"\nurl = \"{}\"\nsend_resolved = true\n[[alert.trigger]]\nevent = \"trace:errors\"\nthreshold = 1\nwindow = \"1h\"\n",
+        rx.url("/hook")
+    );
+    let mut d = Daemon::start(dir.path(), &cfg).await;
+    // The pending firing, then its resolve: the restored window holds the three errors of
+    // 2026-05, which are outside the hour before now. A state that had lost the episode would
+    // send no resolve.
+    let got = rx.wait_for("/hook", 2, Duration::from_secs(20)).await;
+    let bodies: Vec<serde_json::Value> = got.iter().map(|r| r.json()).collect();
+    assert_eq!(bodies[0]["id"], S9_FIRING_ID, "{bodies:?}");
+    let meta = |b: &serde_json::Value| b["payload"]["metadata"][0].clone();
+    assert_eq!(meta(&bodies[0])["state"], "firing");
+    assert_eq!(meta(&bodies[0])["metric_value"], "3");
+    assert_eq!(meta(&bodies[1])["state"], "resolved", "{bodies:?}");
+    wait_ticks(&d, 3).await;
+    d.terminate();
+    let store = Store::open(&path).unwrap();
+    let raw = &store.load_checkpoints().unwrap()["errors"];
+    assert_eq!(
+        raw[1],
+        alertd::alert::SPARSE_RINGS_LAYOUT,
+        "rewritten at its next change"
+    );
+    assert!(
+        raw.len() * 5 < old_len,
+        "{} bytes against {old_len}",
+        raw.len()
+    );
+    let cp = AlertState::decode_checkpoint("errors", raw).unwrap();
+    assert!(cp.triggers[0].1.episode.is_none(), "resolved");
 }

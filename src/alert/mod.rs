@@ -85,14 +85,17 @@ impl From<InlineBucket> for StoredBucket {
 
 /// What is persisted for an alert at a tick.
 ///
-/// Stored as [`CheckpointWire`]: a layout byte ([`STORED_ITEMS_LAYOUT`]), then the fields of
-/// the silences layout with [`StoredBucket`]s. Older layouts stay readable
+/// Stored as [`CheckpointWire`]: a layout byte ([`SPARSE_RINGS_LAYOUT`]), then the fields of
+/// the stored-items layout with each trigger's window in its sparse form
+/// ([`threshold::StoredThreshold`]). Older layouts stay readable
 /// ([`AlertState::decode_checkpoint`]): the first release's ([`CheckpointV1`]) is a strict
 /// prefix of the silences one ([`CheckpointV2`]: each episode's [`SilenceMarks`] after it;
-/// decoding rejects trailing bytes), and neither can start with the layout byte, so none can be
+/// decoding rejects trailing bytes); the stored-items one ([`CheckpointV3`]) and this one
+/// start with their layout byte, which neither older layout can start with, so none can be
 /// mistaken for another. A data file from before silences keeps its windows and episodes
 /// (their firings were all sent: default marks); one from before stored items keeps its
-/// buckets with their items inline.
+/// buckets with their items inline; one from before sparse windows keeps its dense ones until
+/// the alert's next checkpoint.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(try_from = "CheckpointWire")]
 pub struct Checkpoint {
@@ -103,19 +106,34 @@ pub struct Checkpoint {
     pub last_notified_ms: Option<i64>,
 }
 
-/// The first byte of a checkpoint with stored items. Older layouts start with `applied_seq`,
-/// a bincode varint, whose first byte is never 255.
+/// The first byte of a checkpoint with sparse windows (data file schema 10). Layouts before
+/// [`STORED_ITEMS_LAYOUT`] start with `applied_seq`, a bincode varint, whose first byte is
+/// never 254 (the marker of a 128-bit integer) or 255.
+pub const SPARSE_RINGS_LAYOUT: u8 = 0xFE;
+
+/// The first byte of a checkpoint with stored items and dense windows (schemas 6–9).
 pub const STORED_ITEMS_LAYOUT: u8 = 0xFF;
 
-/// A checkpoint as stored since stored items (data file schema 4).
+/// A checkpoint as stored since sparse windows (data file schema 10).
 #[derive(Deserialize)]
 struct CheckpointWire {
+    layout: u8,
+    applied_seq: u64,
+    triggers: Vec<(String, threshold::StoredThreshold)>,
+    buckets: Vec<(EventType, StoredBucket)>,
+    last_notified_ms: Option<i64>,
+    /// One per entry of `triggers`, in the same order.
+    episode_marks: Vec<SilenceMarks>,
+}
+
+/// A checkpoint as stored from stored items to sparse windows (data file schemas 6–9).
+#[derive(Deserialize)]
+struct CheckpointV3 {
     layout: u8,
     applied_seq: u64,
     triggers: Vec<(String, ThresholdState)>,
     buckets: Vec<(EventType, StoredBucket)>,
     last_notified_ms: Option<i64>,
-    /// One per entry of `triggers`, in the same order.
     episode_marks: Vec<SilenceMarks>,
 }
 
@@ -139,21 +157,25 @@ struct CheckpointV1 {
 }
 
 impl Serialize for Checkpoint {
-    /// Writes the [`CheckpointWire`] layout without copying the trigger states.
+    /// Writes the [`CheckpointWire`] layout.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct Wire<'a> {
             layout: u8,
             applied_seq: u64,
-            triggers: &'a [(String, ThresholdState)],
+            triggers: Vec<(&'a str, threshold::StoredThreshold)>,
             buckets: &'a [(EventType, StoredBucket)],
             last_notified_ms: Option<i64>,
             episode_marks: Vec<SilenceMarks>,
         }
         Wire {
-            layout: STORED_ITEMS_LAYOUT,
+            layout: SPARSE_RINGS_LAYOUT,
             applied_seq: self.applied_seq,
-            triggers: &self.triggers,
+            triggers: self
+                .triggers
+                .iter()
+                .map(|(fp, t)| (fp.as_str(), t.into()))
+                .collect(),
             buckets: &self.buckets,
             last_notified_ms: self.last_notified_ms,
             episode_marks: self
@@ -189,14 +211,34 @@ fn with_marks(
 impl TryFrom<CheckpointWire> for Checkpoint {
     type Error = String;
     fn try_from(w: CheckpointWire) -> Result<Self, String> {
-        if w.layout != STORED_ITEMS_LAYOUT {
+        if w.layout != SPARSE_RINGS_LAYOUT {
             return Err(format!("unknown checkpoint layout {}", w.layout));
         }
+        let triggers = w
+            .triggers
+            .into_iter()
+            .map(|(fp, t)| Ok((fp, ThresholdState::try_from(t)?)))
+            .collect::<Result<_, String>>()?;
         Ok(Checkpoint {
             applied_seq: w.applied_seq,
-            triggers: with_marks(w.triggers, w.episode_marks)?,
+            triggers: with_marks(triggers, w.episode_marks)?,
             buckets: w.buckets,
             last_notified_ms: w.last_notified_ms,
+        })
+    }
+}
+
+impl TryFrom<CheckpointV3> for Checkpoint {
+    type Error = String;
+    fn try_from(v: CheckpointV3) -> Result<Self, String> {
+        if v.layout != STORED_ITEMS_LAYOUT {
+            return Err(format!("unknown checkpoint layout {}", v.layout));
+        }
+        Ok(Checkpoint {
+            applied_seq: v.applied_seq,
+            triggers: with_marks(v.triggers, v.episode_marks)?,
+            buckets: v.buckets,
+            last_notified_ms: v.last_notified_ms,
         })
     }
 }
@@ -402,13 +444,21 @@ impl AlertState {
         let unreadable = |e: String| {
             format!("alert {alert_id:?}: stored state is unreadable ({e}); starting it fresh")
         };
-        let cp: Checkpoint = match codec::decode::<Checkpoint>(bytes) {
-            Ok(cp) => cp,
-            Err(current) => match codec::decode::<CheckpointV2>(bytes) {
+        // The layout byte names the two newest layouts; the older two are told apart by
+        // decoding (see [`Checkpoint`]).
+        let cp: Checkpoint = match bytes.get(1) {
+            Some(&SPARSE_RINGS_LAYOUT) => {
+                codec::decode::<Checkpoint>(bytes).map_err(|e| unreadable(e.to_string()))?
+            }
+            Some(&STORED_ITEMS_LAYOUT) => codec::decode::<CheckpointV3>(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(Checkpoint::try_from)
+                .map_err(unreadable)?,
+            _ => match codec::decode::<CheckpointV2>(bytes) {
                 Ok(v2) => Checkpoint::try_from(v2).map_err(unreadable)?,
-                Err(_) => codec::decode::<CheckpointV1>(bytes)
+                Err(v2) => codec::decode::<CheckpointV1>(bytes)
                     .map(Checkpoint::from)
-                    .map_err(|_| unreadable(current.to_string()))?,
+                    .map_err(|_| unreadable(v2.to_string()))?,
             },
         };
         cp.check_sound().map_err(unreadable)?;

@@ -898,9 +898,65 @@ fn a_new_checkpoint_is_never_read_as_an_old_layout() {
     let (q, e) = prompt(1, 1_000, "ann");
     s.apply(q, &e);
     let bytes = codec::encode(&s.checkpoint());
-    assert_eq!(bytes[1], STORED_ITEMS_LAYOUT);
+    assert_eq!(bytes[1], SPARSE_RINGS_LAYOUT);
+    assert!(codec::decode::<CheckpointV3>(&bytes)
+        .map_err(|e| e.to_string())
+        .and_then(Checkpoint::try_from)
+        .is_err());
     assert!(codec::decode::<CheckpointV2>(&bytes).is_err());
     assert!(codec::decode::<CheckpointV1>(&bytes).is_err());
+}
+
+#[test]
+fn a_dense_window_of_schema_9_reads_back_and_is_stored_sparse() {
+    let th = spec("[[alert.trigger]]\nevent = \"trace:errors\"\nthreshold = 1\nwindow = \"1h\"\n");
+    let mut s = AlertState::new(th.clone(), 0);
+    for seq in 1..=3 {
+        let (q, e) = trace(seq, 60_000 * seq as i64, "p", true);
+        s.apply(q, &e);
+    }
+    assert_eq!(s.tick(200_000, &mut ids()).len(), 1, "3 errors > 1: firing");
+    let cp = s.checkpoint();
+    // Schemas 6–9: the stored-items layout, each trigger state (and so its window) dense.
+    #[derive(Serialize)]
+    struct V3<'a> {
+        layout: u8,
+        applied_seq: u64,
+        triggers: &'a [(String, ThresholdState)],
+        buckets: &'a [(EventType, StoredBucket)],
+        last_notified_ms: Option<i64>,
+        episode_marks: Vec<SilenceMarks>,
+    }
+    let old = codec::encode(&V3 {
+        layout: STORED_ITEMS_LAYOUT,
+        applied_seq: cp.applied_seq,
+        triggers: &cp.triggers,
+        buckets: &cp.buckets,
+        last_notified_ms: cp.last_notified_ms,
+        episode_marks: vec![cp.triggers[0].1.episode.unwrap().marks],
+    });
+    assert!(
+        codec::decode::<Checkpoint>(&old).is_err(),
+        "never read as the new layout"
+    );
+    // What is checkpointed is the same (`last_value` is not: compare what is stored).
+    let back = AlertState::decode_checkpoint("a", &old).unwrap();
+    let new = codec::encode(&back);
+    assert_eq!(new, codec::encode(&cp));
+    assert_eq!(
+        codec::encode(&AlertState::decode_checkpoint("a", &new).unwrap()),
+        new
+    );
+    assert!(
+        new.len() * 5 < old.len(),
+        "{} bytes against {}",
+        new.len(),
+        old.len()
+    );
+    // The restored window still counts the three errors: the episode goes on, nothing resolves.
+    let mut restored = AlertState::restore(th, back, &[]);
+    assert!(restored.tick(205_000, &mut ids()).is_empty());
+    assert_eq!(codec::encode(&restored.checkpoint()), new);
 }
 
 #[test]

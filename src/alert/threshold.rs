@@ -5,7 +5,7 @@
 //! produces a resolve if the alert asks for one.
 
 use super::summary::Summary;
-use super::window::{Ring, Totals};
+use super::window::{Ring, SparseRing, Totals};
 use crate::config::{Threshold, TriggerSpec};
 use crate::event::EventType;
 use crate::notification::NotificationState;
@@ -53,6 +53,34 @@ pub struct ThresholdState {
     /// Last evaluated metric value, for `GET /v1/alerts`; not checkpointed.
     #[serde(skip)]
     pub last_value: Option<f64>,
+}
+
+/// A trigger state as checkpoints store it since data file schema 10: its window in the
+/// sparse form ([`SparseRing`]). [`ThresholdState`]'s own serde form is how schemas 1–9 stored it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredThreshold {
+    ring: SparseRing,
+    episode: Option<Episode>,
+}
+
+impl From<&ThresholdState> for StoredThreshold {
+    fn from(t: &ThresholdState) -> Self {
+        StoredThreshold {
+            ring: SparseRing::from(&t.ring),
+            episode: t.episode,
+        }
+    }
+}
+
+impl TryFrom<StoredThreshold> for ThresholdState {
+    type Error = String;
+    fn try_from(t: StoredThreshold) -> Result<Self, String> {
+        Ok(ThresholdState {
+            ring: Ring::try_from(t.ring)?,
+            episode: t.episode,
+            last_value: None,
+        })
+    }
 }
 
 /// What one evaluation decided.

@@ -62,8 +62,10 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// regroups the rows of `bucket_items` into blocks and deletes that table. 9: client id keys
 /// hashed with BLAKE3 instead of SHA-256; the upgrade marks the ids remembered so far as
 /// SHA-256 ones (`ingest_id_sha_runs`, `ingest_id_sha`), looked up by their old key
-/// until they expire (see [`id_key`]).
-pub const SCHEMA_VERSION: u64 = 9;
+/// until they expire (see [`id_key`]). 10: alert checkpoints store only the window slots in
+/// use (`alert::window::SparseRing`); as with 2, the alert module reads both layouts, so the
+/// upgrade rewrites nothing, and an alert's next checkpoint is written in the new layout.
+pub const SCHEMA_VERSION: u64 = 10;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ALERT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("alert_state");
@@ -555,9 +557,9 @@ fn replay(path: &Path, db: &Database) -> Result<(wal::Wal, u64), StoreError> {
 /// Brings a data file of schema `from` up to [`SCHEMA_VERSION`] inside the opening
 /// transaction (new tables are created by the caller).
 fn migrate(txn: &redb::WriteTransaction, from: u64) -> Result<(), StoreError> {
-    // 1 → 2: nothing to rewrite. The new tables start empty and alert checkpoints of the first
-    // release are read as they are (`AlertState::decode_checkpoint`) and rewritten in the new
-    // layout at their alert's next change.
+    // 1 → 2 and 9 → 10: nothing to rewrite. New tables start empty and alert checkpoints of
+    // the older layout are read as they are (`AlertState::decode_checkpoint`) and rewritten in
+    // the new one at their alert's next change.
     debug_assert!(from < SCHEMA_VERSION);
     // 2 → 3 → 4: remembered client ids change layout (see [`ids::migrate`]).
     ids::migrate(txn, from)?;
