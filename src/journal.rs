@@ -12,7 +12,8 @@
 //! The actor owns the intake, answers `Flush`, and stops (stopping alertd) if the commit loop
 //! panics.
 //!
-//! The wait is what makes commits large. A build that started the next commit during the
+//! The wait is what makes commits large, and under load the loop waits a little longer, for
+//! the clients it just answered (bounded, backing off when they do not come; see [`pace`]). A build that started the next commit during the
 //! previous one's fsync made twice as many commits of half the size, and each commit's fixed
 //! CPU (≈ 110–150 µs) then cost single-event ingest 4–23 % of its throughput on 2 cores
 //! (README, "single-event ingest, fewer hand-offs, where its CPU goes").
@@ -31,6 +32,9 @@ use crate::store::{AppendOutcome, NewEvent, Prepared, Store};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
+
+mod pace;
 
 /// What a successful append answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +77,8 @@ pub struct Intake(Arc<Shared>);
 
 struct Shared {
     queue: std::sync::Mutex<Queue>,
+    /// Signalled when the pending requests reach the waiting commit loop's target.
+    filled: std::sync::Condvar,
     /// The commit loop's state; held by the one loop running.
     committer: std::sync::Mutex<Committer>,
     /// Stopped when the commit loop panics.
@@ -85,6 +91,9 @@ struct Queue {
     pending: Vec<(Prepared, Reply)>,
     /// The commit loop is running (it stops when it finds nothing pending).
     committing: bool,
+    /// While the commit loop waits (see [`pace`]): the number of pending requests that ends the
+    /// wait; 0 otherwise.
+    target: usize,
     flushes: Vec<RpcReplyPort<()>>,
     /// The commit loop panicked: requests are refused (their reply dropped, which the caller
     /// reports as an unknown outcome) while alertd stops.
@@ -169,6 +178,9 @@ impl Intake {
                 return;
             }
             q.pending.push((request, reply));
+            if q.pending.len() == q.target {
+                self.0.filled.notify_one();
+            }
             !std::mem::replace(&mut q.committing, true)
         };
         if start {
@@ -192,19 +204,52 @@ impl Intake {
     }
 }
 
-/// Commits what is pending, then what arrived meanwhile, until nothing is.
+/// Waits until `wait.target` requests are pending or `wait.limit` has passed; whether the target
+/// was reached.
+fn wait_for<'a>(
+    shared: &'a Shared,
+    mut q: std::sync::MutexGuard<'a, Queue>,
+    wait: pace::Wait,
+) -> (std::sync::MutexGuard<'a, Queue>, bool) {
+    let deadline = Instant::now() + wait.limit;
+    q.target = wait.target;
+    while q.pending.len() < wait.target {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        q = shared
+            .filled
+            .wait_timeout(q, left)
+            .expect("journal queue lock is never poisoned")
+            .0;
+    }
+    q.target = 0;
+    let filled = q.pending.len() >= wait.target;
+    (q, filled)
+}
+
+/// Commits what is pending, then what arrived meanwhile (waiting for it under load, see
+/// [`pace`]), until nothing is.
 fn commit_loop(shared: &Shared) {
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut committer = shared
             .committer
             .lock()
             .expect("the commit loop does not panic while holding it");
+        let mut pace = pace::Pace::default();
+        let mut last = pace::Last::default();
         loop {
             let batch = {
                 let mut q = shared
                     .queue
                     .lock()
                     .expect("journal queue lock is never poisoned");
+                if let Some(wait) = pace.plan(q.pending.len(), last) {
+                    let filled;
+                    (q, filled) = wait_for(shared, q, wait);
+                    pace.waited(filled);
+                }
                 if q.pending.is_empty() {
                     q.committing = false;
                     for f in q.flushes.drain(..) {
@@ -214,7 +259,11 @@ fn commit_loop(shared: &Shared) {
                 }
                 std::mem::take(&mut q.pending)
             };
+            let started = Instant::now();
+            last.answered = batch.len();
+            last.events = batch.iter().map(|(request, _)| request.len()).sum();
             committer.commit(batch);
+            last.took = started.elapsed();
         }
     }));
     if run.is_err() {
@@ -354,6 +403,7 @@ impl Actor for Journal {
     ) -> Result<Self::State, ActorProcessingErr> {
         let intake = Intake(Arc::new(Shared {
             queue: std::sync::Mutex::new(Queue::default()),
+            filled: std::sync::Condvar::new(),
             committer: std::sync::Mutex::new(Committer {
                 routed: args.last_seq,
                 args,
