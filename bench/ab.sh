@@ -6,7 +6,8 @@
 #
 #   bench/ab.sh BIN_A BIN_B [MODE] [SECS] [PAIRS]   (defaults: single 8 8)
 #
-# MODE is a `bench load --mode` (batch, batch-pad, batch-ids, single, otlp).
+# MODE is a `bench load --mode` (batch, batch-pad, batch-ids, single, otlp). CLIENTS=N in the
+# environment sets the load's concurrent clients (default: the mode's, 64 single, 4 batched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 A=$1 B=$2 MODE=${3:-single} SECS=${4:-8} PAIRS=${5:-8}
@@ -28,7 +29,8 @@ run() { # BIN -> "items/s p99_ms cpu_us_per_item"
         sleep 0.02
     done
     c0=$(awk '{print $14 + $15}' "/proc/$PID/stat")
-    out=$("$BENCH" load --url "http://127.0.0.1:$port/v1/events" --mode "$MODE" --duration "$SECS" | grep items)
+    out=$("$BENCH" load --url "http://127.0.0.1:$port/v1/events" --mode "$MODE" --duration "$SECS" \
+        ${CLIENTS:+--clients "$CLIENTS"} | grep items)
     c1=$(awk '{print $14 + $15}' "/proc/$PID/stat")
     kill -KILL "$PID"; wait "$PID" 2>/dev/null || true; PID=""
     rm -rf "$dir"
@@ -37,7 +39,7 @@ run() { # BIN -> "items/s p99_ms cpu_us_per_item"
         '{ printf "%d %s %.2f\n", $5, $10, c / t * 1e6 / ($5 * s) }'
 }
 
-echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg); $MODE, $SECS s, $PAIRS pairs"
+echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg); $MODE, ${CLIENTS:-default} clients, $SECS s, $PAIRS pairs"
 echo "# binary items/s p99_ms cpu_us_per_item"
 for _ in $(seq 1 "$PAIRS"); do
     echo "A $(run "$A")" | tee -a "$WORK/all"

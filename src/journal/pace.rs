@@ -6,8 +6,8 @@
 //! made commits of ≈ 14 requests, a third of them of one; that fixed cost was ≈ 4.5 µs of the
 //! ≈ 23 µs of CPU a request. The clients just answered mostly send their next request within a
 //! commit's time, so the next commit waits for as many requests as the last one answered, on
-//! top of those already pending: commits of ≈ 23 requests, 8 % less CPU a request at 64 clients
-//! and 21 % less at 2 (README, Performance).
+//! top of those already pending: commits of ≈ 26 requests, 8 % less CPU a request at 64 clients
+//! and 17–21 % less at 2 to 16 (README, Performance).
 //!
 //! Only small commits wait (fewer than [`SMALL_COMMIT`] events): beside a commit of thousands of
 //! events the fixed cost is a rounding error, and batch clients, which take milliseconds to send
