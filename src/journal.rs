@@ -634,6 +634,44 @@ mod tests {
         assert_eq!(store.last_seq().unwrap(), accepted as u64);
     }
 
+    /// Clients that send their next request as soon as they are answered are what the commit
+    /// loop waits for (see [`pace`]): waits that fill, and at the end waits that run out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn clients_that_come_back_after_each_answer_are_all_answered_and_routed_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("alertd.redb")).unwrap();
+        let (journal, _stopped, intake, queued, seen) = start(&store).await;
+        let now = crate::clock::now_ms();
+        let (clients, each) = (16, 40);
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let intake = intake.clone();
+            let queued = queued.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..each {
+                    queued.fetch_add(1, Ordering::AcqRel);
+                    let (tx, rx) = ractor::concurrency::oneshot();
+                    let events = vec![event(None, crate::ingest::new_event_id(now))];
+                    intake.append(Prepared::new(None, events), tx.into());
+                    let answer = rx.await.unwrap().unwrap();
+                    assert_eq!(answer.accepted, 1);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        ractor::call!(journal, JournalMsg::Flush).unwrap();
+        assert_eq!(queued.load(Ordering::Acquire), 0);
+        let total = (clients * each) as u64;
+        assert_eq!(store.last_seq().unwrap(), total);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while seen.lock().unwrap().len() < total as usize && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(*seen.lock().unwrap(), (1..=total).collect::<Vec<_>>());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_panicking_commit_stops_the_journal_and_leaves_no_request_waiting() {
         let dir = tempfile::tempdir().unwrap();
