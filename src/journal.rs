@@ -580,6 +580,15 @@ mod tests {
         (journal, handle, intake, queued, seen)
     }
 
+    /// The sequence numbers routed, once `n` are (or after 10 s, whatever was).
+    async fn routed(seen: &std::sync::Mutex<Vec<u64>>, n: usize) -> Vec<u64> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while seen.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        seen.lock().unwrap().clone()
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_are_each_answered_and_routed_once_in_sequence_order() {
         let dir = tempfile::tempdir().unwrap();
@@ -625,12 +634,10 @@ mod tests {
         assert_eq!(duplicates, 41);
         ractor::call!(journal, JournalMsg::Flush).unwrap();
         assert_eq!(queued.load(Ordering::Acquire), 0);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while seen.lock().unwrap().len() < accepted && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen, (1..=accepted as u64).collect::<Vec<_>>());
+        assert_eq!(
+            routed(&seen, accepted).await,
+            (1..=accepted as u64).collect::<Vec<_>>()
+        );
         assert_eq!(store.last_seq().unwrap(), accepted as u64);
     }
 
@@ -665,11 +672,10 @@ mod tests {
         assert_eq!(queued.load(Ordering::Acquire), 0);
         let total = (clients * each) as u64;
         assert_eq!(store.last_seq().unwrap(), total);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while seen.lock().unwrap().len() < total as usize && std::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-        assert_eq!(*seen.lock().unwrap(), (1..=total).collect::<Vec<_>>());
+        assert_eq!(
+            routed(&seen, total as usize).await,
+            (1..=total).collect::<Vec<_>>()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
