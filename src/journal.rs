@@ -12,11 +12,12 @@
 //! The actor owns the intake, answers `Flush`, and stops (stopping alertd) if the commit loop
 //! panics.
 //!
-//! The wait is what makes commits large, and under load the loop waits a little longer, for
-//! the clients it just answered (bounded, backing off when they do not come; see [`pace`]). A build that started the next commit during the
+//! The wait is what makes commits large. A build that started the next commit during the
 //! previous one's fsync made twice as many commits of half the size, and each commit's fixed
 //! CPU (≈ 110–150 µs) then cost single-event ingest 4–23 % of its throughput on 2 cores
-//! (README, "single-event ingest, fewer hand-offs, where its CPU goes").
+//! (README, "single-event ingest, fewer hand-offs, where its CPU goes"). Under load the loop
+//! waits a little longer still, for the clients it just answered (bounded, and backing off when
+//! they do not come back; see [`pace`]).
 //!
 //! Whatever reached the inbox is routed, and answers are truthful: when a commit reports an
 //! error, the journal checks the store; if the rows are there after all (the error came after
