@@ -329,8 +329,8 @@ fn cpu_secs(pid: u32) -> f64 {
 
 /// The machine's idle and total CPU time (jiffies, all CPUs) from `/proc/stat`, for
 /// [`idle_pct`]: how much of the machine a closed-loop load left unused tells a latency bound
-/// (alertd's commit hand-overs) from a CPU bound (README "Performance", "On a small virtual
-/// machine").
+/// (alertd's answers waiting for the disk flush) from a CPU bound (README "Performance",
+/// "Latest").
 fn machine_jiffies() -> (u64, u64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let f: Vec<u64> = s
